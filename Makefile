@@ -1,0 +1,56 @@
+# Two commands do all set-up on a fresh Debian machine:
+#   make run    the whole system (stack + migrations + API on :8000 + worker), foreground, Ctrl-C stops
+#   make test   the whole test suite against the real local stack
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+# Local development defaults (the stack's credentials); the environment overrides them.
+export APP_ENV ?= development
+export POSTGRES_PASSWORD ?= apppass
+export JWT_SECRET ?= local-dev-secret
+
+.PHONY: run test up down status venv migrate lint format bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "make: python3 -m venv failed (Debian: apt-get install python3-venv)"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+up: venv
+	scripts/stack up
+
+down:
+	scripts/stack down
+
+status:
+	scripts/stack status
+
+migrate: up
+	$(PY) -m core.migrate
+
+run: up migrate
+	scripts/run
+
+test: up
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: up
+	$(PY) bench/enqueue_drain.py
+
+clean: down
+	rm -rf .stack

@@ -1,0 +1,192 @@
+"""One settings object, read from environment variables once at start-up and validated.
+
+Nothing else in the project reads ``os.environ``. Entry points (``wsgi.py``, ``worker.py``) call
+:func:`load_settings` and pass the result down; tests build their own with overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEV_JWT_SECRET = "local-dev-secret"
+ENVIRONMENTS = ("development", "test", "production")
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512")
+
+
+class SettingsError(ValueError):
+    """Raised at start-up with one line per bad or missing variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with the environment variable each field comes from."""
+
+    app_env: str = "production"  # APP_ENV
+    log_level: str = "INFO"  # LOG_LEVEL
+
+    postgres_host: str = "127.0.0.1"  # POSTGRES_HOST
+    postgres_port: int = 5432  # POSTGRES_PORT
+    postgres_user: str = "appuser"  # POSTGRES_USER
+    postgres_password: str = ""  # POSTGRES_PASSWORD
+    postgres_db: str = "appdb"  # POSTGRES_DB
+    postgres_sslmode: str = "prefer"  # POSTGRES_SSLMODE
+    db_pool_size: int = 10  # DB_POOL_SIZE
+    db_max_overflow: int = 10  # DB_MAX_OVERFLOW
+
+    redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL
+    cache_ttl_seconds: int = 60  # CACHE_TTL_SECONDS
+    redis_timeout_seconds: float = 0.5  # REDIS_TIMEOUT_SECONDS
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"  # KAFKA_BOOTSTRAP_SERVERS
+    kafka_security_protocol: str = "PLAINTEXT"  # KAFKA_SECURITY_PROTOCOL
+    kafka_sasl_mechanism: str | None = None  # KAFKA_SASL_MECHANISM
+    kafka_sasl_username: str | None = None  # KAFKA_SASL_USERNAME
+    kafka_sasl_password: str | None = None  # KAFKA_SASL_PASSWORD
+    kafka_ssl_cafile: str | None = None  # KAFKA_SSL_CAFILE
+    kafka_client_id: str = "device-backend"  # KAFKA_CLIENT_ID
+    kafka_topic_dlq: str = "events-dlq"  # KAFKA_TOPIC_DLQ
+    kafka_consumer_group: str = "events-processor"  # KAFKA_CONSUMER_GROUP
+    kafka_send_timeout_ms: int = 5000  # KAFKA_SEND_TIMEOUT_MS
+
+    jwt_algorithm: str = "HS256"  # JWT_ALGORITHM
+    jwt_secret: str | None = None  # JWT_SECRET (HS*)
+    jwt_public_key: str | None = None  # JWT_PUBLIC_KEY (RS*: PEM text, or a path to a PEM file)
+    jwt_leeway_seconds: int = 0  # JWT_LEEWAY_SECONDS
+
+    max_body_bytes: int = 64 * 1024  # MAX_BODY_BYTES
+
+    @property
+    def is_development(self) -> bool:
+        return self.app_env in ("development", "test")
+
+    @property
+    def database_url(self) -> str:
+        """SQLAlchemy URL; the password is URL-quoted so any character works."""
+        from sqlalchemy import URL
+
+        return URL.create(
+            "postgresql+psycopg2",
+            username=self.postgres_user,
+            password=self.postgres_password or None,
+            host=self.postgres_host,
+            port=self.postgres_port,
+            database=self.postgres_db,
+            query={"sslmode": self.postgres_sslmode},
+        ).render_as_string(hide_password=False)
+
+    @property
+    def kafka_options(self) -> dict[str, Any]:
+        """Connection options shared by producer, consumer and admin clients."""
+        return {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+            "sasl_mechanism": self.kafka_sasl_mechanism,
+            "sasl_username": self.kafka_sasl_username,
+            "sasl_password": self.kafka_sasl_password,
+            "ssl_cafile": self.kafka_ssl_cafile,
+            "client_id": self.kafka_client_id,
+        }
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _env_name(field_name: str) -> str:
+    return field_name.upper()
+
+
+def _parse(field: dataclasses.Field, raw: str) -> Any:
+    kind = field.type
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    return raw
+
+
+def _check(settings: Settings) -> list[str]:
+    problems: list[str] = []
+
+    def need(cond: bool, message: str) -> None:
+        if not cond:
+            problems.append(message)
+
+    need(settings.app_env in ENVIRONMENTS, f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    need(
+        settings.kafka_security_protocol in KAFKA_SECURITY_PROTOCOLS,
+        f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}",
+    )
+    if settings.kafka_security_protocol.startswith("SASL"):
+        need(
+            settings.kafka_sasl_mechanism in KAFKA_SASL_MECHANISMS,
+            f"KAFKA_SASL_MECHANISM must be one of {', '.join(KAFKA_SASL_MECHANISMS)} with SASL",
+        )
+        need(bool(settings.kafka_sasl_username), "KAFKA_SASL_USERNAME is required with SASL")
+        need(bool(settings.kafka_sasl_password), "KAFKA_SASL_PASSWORD is required with SASL")
+    if settings.kafka_ssl_cafile:
+        need(os.path.isfile(settings.kafka_ssl_cafile), f"KAFKA_SSL_CAFILE {settings.kafka_ssl_cafile!r} is not a file")
+    need(settings.kafka_send_timeout_ms >= 500, "KAFKA_SEND_TIMEOUT_MS must be at least 500")
+    need(settings.cache_ttl_seconds > 0, "CACHE_TTL_SECONDS must be positive")
+    need(settings.max_body_bytes > 0, "MAX_BODY_BYTES must be positive")
+    need(
+        settings.redis_url.startswith(("redis://", "rediss://", "unix://")),
+        "REDIS_URL must start with redis://, rediss:// or unix://",
+    )
+    need(settings.jwt_algorithm in JWT_ALGORITHMS, f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
+    if settings.jwt_algorithm.startswith("HS"):
+        if not settings.jwt_secret:
+            problems.append("JWT_SECRET is required for HS* algorithms")
+        elif settings.jwt_secret == DEV_JWT_SECRET and not settings.is_development:
+            problems.append(f"JWT_SECRET={DEV_JWT_SECRET!r} is only allowed with APP_ENV=development or test")
+    else:
+        need(bool(settings.jwt_public_key), "JWT_PUBLIC_KEY is required for RS* algorithms")
+    return problems
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, require_jwt: bool = True, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default: the process environment).
+
+    ``require_jwt=False`` is for processes that verify no tokens (the worker, operator commands).
+    Raises :class:`SettingsError` listing every problem at once.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for field in dataclasses.fields(Settings):
+        raw = environ.get(_env_name(field.name))
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field.name] = _parse(field, raw)
+        except ValueError:
+            problems.append(f"{_env_name(field.name)}={raw!r} is not a valid {field.type}")
+    values.update(overrides)
+    settings = Settings(**values)
+    if settings.jwt_public_key and not settings.jwt_public_key.lstrip().startswith("-----BEGIN"):
+        settings = settings.replace(jwt_public_key=_read_file(settings.jwt_public_key, problems))
+    checks = _check(settings)
+    if not require_jwt:
+        checks = [p for p in checks if not p.startswith("JWT_")]
+    problems.extend(checks)
+    if problems:
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
+    return settings
+
+
+def _read_file(path: str, problems: list[str]) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        problems.append(f"JWT_PUBLIC_KEY: cannot read {path!r}: {exc.strerror}")
+        return None
+
+
+ENV_VARIABLES: tuple[str, ...] = tuple(_env_name(f.name) for f in dataclasses.fields(Settings))
+"""Every variable :func:`load_settings` reads (compose files and task definitions are checked against it)."""

@@ -1,0 +1,15 @@
+"""gunicorn settings. Imports no application code: the app is built in each worker after fork."""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("BIND", "0.0.0.0:8000")
+worker_class = "gevent"
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "200"))
+timeout = 30
+graceful_timeout = 20
+keepalive = 75  # above the ALB's 60 s idle timeout, so the ALB closes first
+preload_app = False
+accesslog = None  # the app logs one JSON line per request itself
+errorlog = "-"

@@ -1,0 +1,85 @@
+"""Shared fixtures. Every test talks to the real local stack (``scripts/stack up``) and gets its
+own Kafka topic, consumer group, database rows or Redis keys, so tests do not see each other."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from kafka import KafkaAdminClient
+from sqlalchemy import Engine
+
+from core.db import make_engine
+from core.settings import Settings, load_settings
+
+TEST_DEFAULTS = {
+    "APP_ENV": "test",
+    "JWT_SECRET": "local-dev-secret",
+    "POSTGRES_PASSWORD": "apppass",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Settings for the local stack; the environment may point tests elsewhere."""
+    return load_settings({**TEST_DEFAULTS, **os.environ})
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(settings: Settings) -> Iterator[KafkaAdminClient]:
+    from broker.brokers.kafka import client_options
+
+    admin = KafkaAdminClient(**client_options(**settings.kafka_options), request_timeout_ms=10000)
+    yield admin
+    admin.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short id to name this test's resources."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def make_topic(kafka_admin: KafkaAdminClient, unique: str) -> Iterator:
+    """Factory for fresh topics, deleted after the test."""
+    created: list[str] = []
+
+    def make(partitions: int = 1, name: str | None = None) -> str:
+        topic = name or f"test-{unique}-{len(created)}"
+        kafka_admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1}})
+        kafka_admin.wait_for_topics([topic], timeout_ms=30000)
+        created.append(topic)
+        return topic
+
+    yield make
+    if created:
+        kafka_admin.delete_topics(created, raise_errors=False)
+
+
+@pytest.fixture
+def topic(make_topic) -> str:
+    return make_topic(partitions=3)
+
+
+@pytest.fixture
+def group_id(unique: str) -> str:
+    return f"test-group-{unique}"
+
+
+@pytest.fixture(scope="session")
+def db_engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings, pool_size=5)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url)
+    yield client
+    client.close()
