@@ -1,0 +1,54 @@
+"""A small Dramatiq-style task library over Apache Kafka.
+
+    from broker import actor, KafkaBroker, set_broker, Worker
+
+    @actor(topic="events-input", max_retries=3)
+    def process_event(event: dict) -> None: ...
+
+    set_broker(KafkaBroker(bootstrap_servers="127.0.0.1:9092"))
+    process_event.send({"device_id": "d1"})     # returns once Kafka acknowledged it
+
+This package imports nothing from the application (no Flask, no ``app``, no ``tasks``).
+"""
+
+from broker.actor import Actor, actor
+from broker.broker import Broker, SendFuture, get_broker, set_broker
+from broker.brokers.kafka import KafkaBroker
+from broker.brokers.stub import StubBroker
+from broker.errors import (
+    ActorNotFound,
+    BrokerError,
+    BrokerUnavailable,
+    DecodeError,
+    DuplicateActor,
+    EncodeError,
+    NoBrokerConfigured,
+    TimeLimitExceeded,
+)
+from broker.message import Message
+from broker.middleware import Middleware
+from broker.proxy import MessageProxy
+from broker.worker import Worker
+
+__all__ = [
+    "Actor",
+    "ActorNotFound",
+    "Broker",
+    "BrokerError",
+    "BrokerUnavailable",
+    "DecodeError",
+    "DuplicateActor",
+    "EncodeError",
+    "KafkaBroker",
+    "Message",
+    "MessageProxy",
+    "Middleware",
+    "NoBrokerConfigured",
+    "SendFuture",
+    "StubBroker",
+    "TimeLimitExceeded",
+    "Worker",
+    "actor",
+    "get_broker",
+    "set_broker",
+]

@@ -1,0 +1,165 @@
+"""Actors: functions registered with a broker, callable in-process or sent as messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from broker.broker import Broker, SendFuture, _global_broker_or_none, _register_global_actor, get_broker
+from broker.message import Message
+from broker.middleware import default_middleware
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_TOPIC = "default"
+_TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+_BUILTIN_OPTIONS = frozenset().union(*(m.actor_options for m in default_middleware)) | {"key"}
+
+
+class Actor(Generic[P, R]):
+    """A registered task function. Build with :func:`actor`, not directly.
+
+    ``actor(*args)`` runs the function here and now; ``actor.send(*args)`` enqueues it.
+    """
+
+    def __init__(
+        self, fn: Callable[P, R], *, actor_name: str, topic: str, options: dict[str, Any], broker: Broker | None
+    ) -> None:
+        self.fn = fn
+        self.actor_name = actor_name
+        self.topic = topic
+        self.options = options
+        self._broker = broker
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    @property
+    def broker(self) -> Broker:
+        """The broker given at decoration, else the global one (resolved at use, so import order is free)."""
+        return self._broker or get_broker()
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def message(self, *args: P.args, **kwargs: P.kwargs) -> Message:
+        return self.message_with_options(args=args, kwargs=kwargs)
+
+    def message_with_options(
+        self,
+        *,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+        **options: Any,
+    ) -> Message:
+        kwargs = kwargs or {}
+        if key is None and self.options.get("key") is not None:
+            key = self.options["key"](*args, **kwargs)
+        return Message(
+            actor_name=self.actor_name,
+            topic=self.topic,
+            args=tuple(args),
+            kwargs=kwargs,
+            key=None if key is None else str(key),
+            headers=dict(headers or {}),
+            options=options,
+        )
+
+    def send(self, *args: P.args, **kwargs: P.kwargs) -> Message:
+        """Enqueue a call and return its message once the broker acknowledged it.
+
+        Raises ``EncodeError`` for arguments JSON cannot carry and ``BrokerUnavailable`` when the
+        broker does not acknowledge within its send timeout.
+        """
+        return self.broker.enqueue(self.message(*args, **kwargs))
+
+    def send_with_options(
+        self,
+        *,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+        wait: bool = True,
+        timeout_ms: int | None = None,
+        **options: Any,
+    ) -> Message | SendFuture:
+        """Like :meth:`send`, with a Kafka ``key`` (ordering), message ``headers`` and options.
+
+        With ``wait=False`` it returns a :class:`SendFuture` at once; call ``broker.flush()`` and
+        then ``future.result()`` to learn the outcome (see also :meth:`send_many`).
+        """
+        message = self.message_with_options(args=args, kwargs=kwargs, key=key, headers=headers, **options)
+        return self.broker.enqueue(message, wait=wait, timeout_ms=timeout_ms)
+
+    def send_many(self, calls: Iterable[tuple[Any, ...] | Message], *, timeout_ms: int | None = None) -> list[Message]:
+        """Enqueue many calls (argument tuples, or messages from :meth:`message_with_options`) in
+        producer batches; returns once all are acknowledged, raises ``BrokerUnavailable`` otherwise."""
+        messages = (c if isinstance(c, Message) else self.message(*c) for c in calls)
+        return self.broker.enqueue_many(messages, timeout_ms=timeout_ms)
+
+    def __repr__(self) -> str:
+        return f"Actor({self.actor_name!r}, topic={self.topic!r})"
+
+
+@overload
+def actor(fn: Callable[P, R]) -> Actor[P, R]: ...
+
+
+@overload
+def actor(
+    fn: None = None, *, actor_name: str | None = None, topic: str = ..., broker: Broker | None = None, **options: Any
+) -> Callable[[Callable[P, R]], Actor[P, R]]: ...
+
+
+def actor(
+    fn: Callable[P, R] | None = None,
+    *,
+    actor_name: str | None = None,
+    topic: str = DEFAULT_TOPIC,
+    broker: Broker | None = None,
+    **options: Any,
+) -> Any:
+    """Register a function as an actor (bare ``@actor`` or ``@actor(...)``).
+
+    Parameters:
+      actor_name: defaults to the function's name; unique per broker.
+      topic: the Kafka topic its messages go to.
+      broker: bind to this broker instead of the global one (handy in tests).
+      **options: ``max_retries``, ``min_backoff``, ``max_backoff`` (ms), ``throws``, ``retry_when``,
+        ``time_limit`` (ms), ``key`` (``key(*args, **kwargs) -> str``, the Kafka key for ``send``),
+        plus options of custom middleware.
+
+    Raises:
+      ValueError: for unknown options or an invalid topic name (at decoration time).
+    """
+
+    def decorator(fn: Callable[P, R]) -> Actor[P, R]:
+        name = actor_name or fn.__name__
+        if not _TOPIC_RE.match(topic):
+            raise ValueError(f"actor {name!r}: topic {topic!r} is not a valid Kafka topic name")
+        target = broker or _global_broker_or_none()
+        valid = _BUILTIN_OPTIONS | (target.actor_options if target is not None else frozenset())
+        unknown = set(options) - valid
+        if unknown:
+            raise ValueError(
+                f"actor {name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
+                f"valid options are {', '.join(sorted(valid))} (custom options need a middleware declaring them)"
+            )
+        throws = options.get("throws")
+        if throws is not None and not isinstance(throws, tuple):
+            options["throws"] = (throws,) if isinstance(throws, type) else tuple(throws)
+        for name_ in ("key", "retry_when"):
+            if options.get(name_) is not None and not callable(options[name_]):
+                raise ValueError(f"actor {name!r}: option {name_!r} must be callable")
+        instance = Actor(fn, actor_name=name, topic=topic, options=options, broker=broker)
+        if broker is not None:
+            broker.declare_actor(instance)
+        else:
+            _register_global_actor(instance)
+        return instance
+
+    return decorator(fn) if fn is not None else decorator

@@ -1,0 +1,153 @@
+"""Operator tools on Kafka: consumer-group lag, and dead-letter listing and replay."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KafkaTopicPartition
+from kafka.admin import OffsetSpec
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from broker.broker import DLQ_HEADER_PREFIX
+from broker.errors import BrokerUnavailable
+from broker.message import format_timestamp, utcnow
+
+REPLAY_HEADER = "replayed_from"
+
+
+def consumer_lag(options: dict[str, Any], group_id: str, topics: list[str]) -> dict[str, Any]:
+    """Lag of ``group_id`` on ``topics``: per partition (end offset - committed offset) and total.
+
+    A partition the group never committed counts from its earliest offset (what it would read).
+    ``options`` are kafka-python client options (see ``brokers.kafka.client_options``).
+    """
+    try:
+        admin = KafkaAdminClient(**options)
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot connect to Kafka: {exc}") from None
+    try:
+        tps = [
+            KafkaTopicPartition(t["name"], p["partition_index"])
+            for t in admin.describe_topics(topics)
+            for p in t["partitions"]
+        ]
+        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
+        starts = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in tps})
+        committed = admin.list_group_offsets({group_id: None}).get(group_id, {})
+    finally:
+        admin.close()
+    partitions = []
+    for tp in sorted(tps):
+        end = ends[tp].offset
+        position = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else starts[tp].offset
+        partitions.append(
+            {
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "committed": position,
+                "end": end,
+                "lag": max(0, end - position),
+            }
+        )
+    return {
+        "group": group_id,
+        "total_lag": sum(p["lag"] for p in partitions),
+        "partitions": partitions,
+        "measured_at": format_timestamp(utcnow()),
+    }
+
+
+def describe_dead_letter(record: Any) -> dict[str, Any]:
+    """A JSON-able summary of one dead-letter record: where it came from and why (no arguments)."""
+    headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or [])}
+    info = {k[len(DLQ_HEADER_PREFIX) :]: v for k, v in headers.items() if k.startswith(DLQ_HEADER_PREFIX)}
+    return {
+        "dlq_partition": record.partition,
+        "dlq_offset": record.offset,
+        "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+        **info,
+    }
+
+
+def read_dead_letters(
+    options: dict[str, Any], dlq_topic: str, *, group_id: str | None = None, timeout_s: float = 30
+) -> Iterator[Any]:
+    """Yield the records of ``dlq_topic`` up to its current end (from the group's position if given)."""
+    consumer = KafkaConsumer(**options, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        tps = [KafkaTopicPartition(dlq_topic, p) for p in sorted(consumer.partitions_for_topic(dlq_topic) or ())]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        if group_id is None:
+            consumer.seek_to_beginning(*tps)
+        remaining = {tp for tp in tps if consumer.position(tp) < ends[tp]}
+        deadline = time.monotonic() + timeout_s
+        while remaining and time.monotonic() < deadline:
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                for record in batch:
+                    if record.offset < ends[tp]:
+                        yield record
+                if consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        consumer.close(autocommit=False)
+
+
+def replay_dead_letters(
+    options: dict[str, Any],
+    dlq_topic: str,
+    *,
+    group_id: str,
+    actor: str | None = None,
+    limit: int | None = None,
+    send_timeout_s: float = 10,
+) -> list[dict[str, Any]]:
+    """Re-send dead letters to their original topic (same key and value, so fresh attempts), then
+    commit the replay group's position past them: a second run replays only what arrived since.
+
+    With ``actor`` only that actor's dead letters are sent; the others are skipped *and* passed
+    (use a separate ``group_id`` per filter if you replay by actor). Returns what was replayed.
+    """
+    producer = KafkaProducer(**options, acks="all")
+    consumer = KafkaConsumer(**options, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest")
+    replayed: list[dict[str, Any]] = []
+    try:
+        tps = [KafkaTopicPartition(dlq_topic, p) for p in sorted(consumer.partitions_for_topic(dlq_topic) or ())]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        positions: dict[KafkaTopicPartition, int] = {}
+        remaining = {tp for tp in tps if consumer.position(tp) < ends[tp]}
+        deadline = time.monotonic() + 60
+        while remaining and time.monotonic() < deadline and (limit is None or len(replayed) < limit):
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                for record in batch:
+                    if record.offset >= ends[tp] or (limit is not None and len(replayed) >= limit):
+                        remaining.discard(tp)
+                        break
+                    summary = describe_dead_letter(record)
+                    positions[tp] = record.offset + 1
+                    if actor is not None and summary.get("actor") != actor:
+                        continue
+                    original_topic = summary.get("original.topic")
+                    if not original_topic:
+                        continue
+                    headers = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
+                    headers.append((REPLAY_HEADER, f"{dlq_topic}:{record.partition}:{record.offset}".encode()))
+                    producer.send(original_topic, key=record.key, value=record.value, headers=headers).get(
+                        timeout=send_timeout_s
+                    )
+                    replayed.append(summary)
+                if consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        if positions:
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in positions.items()})
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"replay failed: {exc}") from None
+    finally:
+        producer.close()
+        consumer.close(autocommit=False)
+    return replayed

@@ -1,0 +1,230 @@
+"""The abstract broker: actor registry, middleware, enqueueing. Concrete brokers live in ``brokers/``."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import traceback
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from broker.consumer import Consumer, RebalanceListener, Record
+from broker.errors import ActorNotFound, BrokerUnavailable, DuplicateActor, NoBrokerConfigured
+from broker.message import Message, format_timestamp, utcnow
+from broker.middleware import Middleware, default_middleware
+
+if TYPE_CHECKING:
+    from broker.actor import Actor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEAD_LETTER_TOPIC = "events-dlq"
+TRACEBACK_LIMIT = 4000  # characters kept in a dead letter's traceback header
+DLQ_HEADER_PREFIX = "dlq."
+
+
+class SendFuture:
+    """The pending result of a non-blocking send. :meth:`result` returns the message once acked."""
+
+    def __init__(self, message: Message, wait: Any, default_timeout_ms: int) -> None:
+        self.message = message
+        self._wait = wait  # callable(timeout_s) that raises on failure
+        self._timeout_ms = default_timeout_ms
+
+    def result(self, timeout_ms: int | None = None) -> Message:
+        """Block until the broker acked, or raise :class:`BrokerUnavailable`."""
+        self._wait((timeout_ms if timeout_ms is not None else self._timeout_ms) / 1000)
+        return self.message
+
+
+class Broker:
+    """Base class. Subclasses implement :meth:`_produce`, :meth:`consume` and :meth:`flush`.
+
+    Parameters:
+      middleware: the middleware instances to use; ``None`` means the defaults
+        (``TimeLimit``, ``Retries``, ``Logging``).
+      dead_letter_topic: where failed messages go.
+      send_timeout_ms: how long ``send`` waits for the broker's acknowledgement.
+    """
+
+    def __init__(
+        self,
+        middleware: Sequence[Middleware] | None = None,
+        *,
+        dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC,
+        send_timeout_ms: int = 5000,
+    ) -> None:
+        self.actors: dict[str, Actor] = {}
+        self.middleware: list[Middleware] = []
+        self.dead_letter_topic = dead_letter_topic
+        self.send_timeout_ms = send_timeout_ms
+        self.hostname = socket.gethostname()
+        for m in middleware if middleware is not None else [cls() for cls in default_middleware]:
+            self.add_middleware(m)
+
+    # ------------------------------------------------------------ middleware
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        self.middleware.append(middleware)
+
+    @property
+    def actor_options(self) -> frozenset[str]:
+        options: set[str] = set()
+        for m in self.middleware:
+            options |= m.actor_options
+        return frozenset(options)
+
+    def emit_before(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        for m in self.middleware:
+            getattr(m, "before_" + hook)(self, *args, **kwargs)
+
+    def emit_after(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        for m in reversed(self.middleware):
+            getattr(m, "after_" + hook)(self, *args, **kwargs)
+
+    def emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        """Call an ``on_*`` hook; a failing hook is logged, never allowed to break processing."""
+        for m in self.middleware:
+            try:
+                getattr(m, hook)(self, *args, **kwargs)
+            except Exception:
+                log.exception("middleware %s.%s failed", type(m).__name__, hook)
+
+    # ------------------------------------------------------------ actors
+
+    def declare_actor(self, actor: Actor) -> None:
+        existing = self.actors.get(actor.actor_name)
+        if existing is not None and existing is not actor:
+            raise DuplicateActor(f"an actor named {actor.actor_name!r} is already declared on this broker")
+        self.actors[actor.actor_name] = actor
+
+    def get_actor(self, actor_name: str) -> Actor:
+        try:
+            return self.actors[actor_name]
+        except KeyError:
+            raise ActorNotFound(f"no actor named {actor_name!r} is declared on this broker") from None
+
+    def get_declared_topics(self) -> set[str]:
+        return {a.topic for a in self.actors.values()}
+
+    # ------------------------------------------------------------ enqueueing
+
+    def enqueue(self, message: Message, *, wait: bool = True, timeout_ms: int | None = None) -> Any:
+        """Send ``message``. With ``wait`` (the default) return it once the broker acked it, or raise
+        :class:`BrokerUnavailable` within ``timeout_ms``; without, return a :class:`SendFuture`."""
+        self.emit_before("enqueue", message)
+        value = message.encode()  # EncodeError here, in the sender, not later in a worker
+        key = message.key.encode("utf-8") if message.key is not None else None
+        waiter = self._produce(message.topic, key, value, [])
+        future = SendFuture(message, waiter, timeout_ms if timeout_ms is not None else self.send_timeout_ms)
+        if not wait:
+            return future
+        future.result()
+        self.emit_after("enqueue", message)
+        return message
+
+    def enqueue_many(self, messages: Iterable[Message], *, timeout_ms: int | None = None) -> list[Message]:
+        """Send many messages with the producer's batching, then wait for every ack.
+
+        Raises :class:`BrokerUnavailable` naming how many failed; ``exc.failed`` lists them.
+        """
+        futures = [self.enqueue(m, wait=False) for m in messages]
+        self.flush(timeout_ms)
+        failed: list[tuple[Message, Exception]] = []
+        for future in futures:
+            try:
+                future.result(timeout_ms=timeout_ms or self.send_timeout_ms)
+            except BrokerUnavailable as exc:
+                failed.append((future.message, exc))
+            else:
+                self.emit_after("enqueue", future.message)
+        if failed:
+            error = BrokerUnavailable(f"{len(failed)} of {len(futures)} messages were not acknowledged: {failed[0][1]}")
+            error.failed = failed  # type: ignore[attr-defined]
+            raise error
+        return [f.message for f in futures]
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        """Start sending one record; return ``wait(timeout_s)`` that raises BrokerUnavailable on failure."""
+        raise NotImplementedError
+
+    def flush(self, timeout_ms: int | None = None) -> None:
+        """Push out everything buffered by non-blocking sends."""
+
+    # ------------------------------------------------------------ consuming
+
+    def consume(self, topics: Iterable[str], group_id: str, listener: RebalanceListener) -> Consumer:
+        raise NotImplementedError
+
+    def dead_letter(
+        self, record: Record, exception: BaseException, *, message: Message | None = None, attempts: int = 1
+    ) -> None:
+        """Write ``record`` unchanged (same key and value) to the dead-letter topic, with the error in
+        headers, and wait for the acknowledgement. Raises :class:`BrokerUnavailable`."""
+        headers = dead_letter_headers(record, exception, message=message, attempts=attempts, host=self.hostname)
+        wait = self._produce(self.dead_letter_topic, record.key, record.value, record.headers + headers)
+        wait(self.send_timeout_ms / 1000)
+        self.emit("on_dead_letter", record, message, exception)
+
+    def close(self) -> None:
+        """Release connections (flushes buffered sends first)."""
+
+
+def dead_letter_headers(
+    record: Record, exception: BaseException, *, message: Message | None, attempts: int, host: str
+) -> list[tuple[str, bytes]]:
+    """Kafka headers describing why ``record`` was dead-lettered (Kafka Connect's convention)."""
+    tb = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+    fields = {
+        "exception.type": f"{type(exception).__module__}.{type(exception).__qualname__}",
+        "exception.message": str(exception)[:1000],
+        "exception.traceback": tb[-TRACEBACK_LIMIT:],
+        "attempts": str(attempts),
+        "original.topic": record.topic,
+        "original.partition": str(record.partition),
+        "original.offset": str(record.offset),
+        "original.timestamp_ms": str(record.timestamp_ms),
+        "failed_at": format_timestamp(utcnow()),
+        "worker.host": host,
+    }
+    if message is not None:
+        fields["actor"] = message.actor_name
+        fields["message_id"] = message.message_id
+    return [(DLQ_HEADER_PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
+
+
+# ---------------------------------------------------------------- the global broker
+
+_broker: Broker | None = None
+_lock = threading.Lock()
+_global_actors: dict[str, Actor] = {}
+
+
+def get_broker() -> Broker:
+    """The broker set with :func:`set_broker`. There is no default: an unset broker is an error."""
+    if _broker is None:
+        raise NoBrokerConfigured("no broker configured: call broker.set_broker(...) at start-up")
+    return _broker
+
+
+def set_broker(broker: Broker) -> None:
+    """Make ``broker`` the global broker and declare every actor decorated without an explicit broker."""
+    global _broker
+    with _lock:
+        _broker = broker
+        for actor in _global_actors.values():
+            broker.declare_actor(actor)
+
+
+def _register_global_actor(actor: Actor) -> None:
+    with _lock:
+        if actor.actor_name in _global_actors:
+            raise DuplicateActor(f"an actor named {actor.actor_name!r} is already declared")
+        _global_actors[actor.actor_name] = actor
+        if _broker is not None:
+            _broker.declare_actor(actor)
+
+
+def _global_broker_or_none() -> Broker | None:
+    return _broker

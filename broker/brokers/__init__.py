@@ -1,0 +1,1 @@
+"""Concrete brokers: Kafka for real, an in-memory stub for tests."""

@@ -1,0 +1,231 @@
+"""An in-memory broker for unit tests, with Kafka's semantics: partitions, keys, groups, offsets.
+
+broker = StubBroker()
+set_broker(broker)
+worker = Worker(broker, worker_threads=4)
+worker.start()
+my_actor.send(1, 2)
+broker.join(my_actor.topic)   # re-raises the exception of a dead-lettered message
+worker.join()
+worker.stop()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from broker.broker import Broker, dead_letter_headers
+from broker.consumer import RebalanceListener, Record, TopicPartition
+from broker.message import Message
+from broker.middleware import Middleware
+
+
+class DeadLetter(NamedTuple):
+    record: Record  # as written to the dead-letter topic (original key/value, error headers)
+    message: Message | None
+    exception: BaseException
+
+
+class StubBroker(Broker):
+    """Parameters: ``partitions`` per topic (topics are created on first use)."""
+
+    def __init__(
+        self,
+        middleware: Sequence[Middleware] | None = None,
+        *,
+        partitions: int = 3,
+        dead_letter_topic: str = "events-dlq",
+    ) -> None:
+        super().__init__(middleware, dead_letter_topic=dead_letter_topic)
+        self.partitions = partitions
+        self.topics: dict[str, list[list[Record]]] = {}
+        self.committed: dict[str, dict[TopicPartition, int]] = {}
+        self.dead_letters: list[DeadLetter] = []
+        self._unraised: list[BaseException] = []
+        self._members: dict[str, list[StubConsumer]] = {}
+        self._generation: dict[str, int] = {}
+        self._cond = threading.Condition()
+        self._round_robin = 0
+
+    def _topic(self, name: str) -> list[list[Record]]:
+        if name not in self.topics:
+            self.topics[name] = [[] for _ in range(self.partitions)]
+        return self.topics[name]
+
+    def _append(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Record:
+        with self._cond:
+            parts = self._topic(topic)
+            if key is None:
+                self._round_robin += 1
+                index = self._round_robin % len(parts)
+            else:
+                index = zlib.crc32(key) % len(parts)
+            log = parts[index]
+            record = Record(topic, index, len(log), key, value, list(headers), int(time.time() * 1000))
+            log.append(record)
+            self._cond.notify_all()
+        return record
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        self._append(topic, key, value, headers)
+        return lambda timeout_s: None
+
+    def dead_letter(
+        self, record: Record, exception: BaseException, *, message: Message | None = None, attempts: int = 1
+    ) -> None:
+        headers = dead_letter_headers(record, exception, message=message, attempts=attempts, host=self.hostname)
+        written = self._append(self.dead_letter_topic, record.key, record.value, record.headers + headers)
+        with self._cond:
+            self.dead_letters.append(DeadLetter(written, message, exception))
+            self._unraised.append(exception)
+            self._cond.notify_all()
+        self.emit("on_dead_letter", record, message, exception)
+
+    # ------------------------------------------------------------ groups
+
+    def consume(self, topics: Iterable[str], group_id: str, listener: RebalanceListener) -> StubConsumer:
+        consumer = StubConsumer(self, list(topics), group_id, listener)
+        with self._cond:
+            for t in consumer.topics:
+                self._topic(t)
+            self._members.setdefault(group_id, []).append(consumer)
+            self._generation[group_id] = self._generation.get(group_id, 0) + 1
+            self._cond.notify_all()
+        return consumer
+
+    def _leave(self, consumer: StubConsumer) -> None:
+        with self._cond:
+            members = self._members.get(consumer.group_id, [])
+            if consumer in members:
+                members.remove(consumer)
+                self._generation[consumer.group_id] += 1
+            self._cond.notify_all()
+
+    def _assignment(self, consumer: StubConsumer) -> set[TopicPartition]:
+        """Round-robin over the group's members, in join order."""
+        members = self._members[consumer.group_id]
+        tps = sorted(TopicPartition(t, p) for t in consumer.topics for p in range(len(self.topics[t])))
+        index = members.index(consumer)
+        return {tp for i, tp in enumerate(tps) if i % len(members) == index}
+
+    # ------------------------------------------------------------ test helpers
+
+    def join(self, topic: str, *, timeout: int | None = None, fail_fast: bool = True) -> None:
+        """Wait until every group consuming ``topic`` committed all of it (``timeout`` in ms).
+
+        With ``fail_fast`` re-raise the exception of a message that was dead-lettered meanwhile.
+        Raises ``TimeoutError`` when the deadline passes first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        with self._cond:
+            while True:
+                if fail_fast and self._unraised:
+                    raise self._unraised.pop(0)
+                if self._consumed(topic):
+                    return
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"topic {topic!r} was not fully processed in time")
+                self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
+
+    def _consumed(self, topic: str) -> bool:
+        groups = [g for g, ms in self._members.items() if any(topic in m.topics for m in ms)]
+        parts = self._topic(topic)
+        return all(
+            self.committed.get(g, {}).get(TopicPartition(topic, p), 0) >= len(log)
+            for g in groups
+            for p, log in enumerate(parts)
+        )
+
+    def flush_all(self) -> None:
+        """Drop every message, dead letter and committed offset."""
+        with self._cond:
+            self.topics.clear()
+            self.committed.clear()
+            self.dead_letters.clear()
+            self._unraised.clear()
+
+
+class StubConsumer:
+    def __init__(self, broker: StubBroker, topics: list[str], group_id: str, listener: RebalanceListener) -> None:
+        self.broker = broker
+        self.topics = topics
+        self.group_id = group_id
+        self.listener = listener
+        self.generation = -1
+        self.assigned: set[TopicPartition] = set()
+        self.positions: dict[TopicPartition, int] = {}
+        self.paused: set[TopicPartition] = set()
+        self.closed = False
+
+    def _rebalance_if_needed(self) -> None:
+        b = self.broker
+        with b._cond:
+            generation = b._generation[self.group_id]
+            if generation == self.generation:
+                return
+            target = b._assignment(self)
+        revoked = self.assigned - target
+        if revoked:
+            self._revoke(revoked)
+        added = target - self.assigned
+        with b._cond:
+            committed = b.committed.get(self.group_id, {})
+            for tp in added:
+                self.positions[tp] = committed.get(tp, 0)
+        self.assigned = target
+        self.generation = generation
+        if added:
+            self.listener.on_partitions_assigned(added)
+
+    def _revoke(self, partitions: set[TopicPartition]) -> None:
+        revocation = self.listener.revoke_partitions(partitions)
+        deadline = time.monotonic() + self.listener.revoke_timeout_s
+        while revocation.busy() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        offsets = revocation.offsets()
+        self.commit(offsets)
+        revocation.done(offsets)
+        for tp in partitions:
+            self.positions.pop(tp, None)
+            self.paused.discard(tp)
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
+        self._rebalance_if_needed()
+        b = self.broker
+        deadline = time.monotonic() + timeout_ms / 1000
+        with b._cond:
+            while True:
+                out: list[Record] = []
+                for tp in sorted(self.assigned - self.paused):
+                    log = b.topics[tp.topic][tp.partition]
+                    position = self.positions[tp]
+                    take = log[position : position + max_records - len(out)]
+                    out.extend(take)
+                    self.positions[tp] = position + len(take)
+                    if len(out) >= max_records:
+                        break
+                remaining = deadline - time.monotonic()
+                if out or remaining <= 0 or b._generation[self.group_id] != self.generation:
+                    return out
+                b._cond.wait(remaining)
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        with self.broker._cond:
+            self.broker.committed.setdefault(self.group_id, {}).update(offsets)
+            self.broker._cond.notify_all()
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self.paused.difference_update(partitions)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.broker._leave(self)

@@ -1,0 +1,205 @@
+"""Command line for workers and operators, given a function that builds the broker.
+
+    run  [--processes N] [--threads M] [--topics T ...] [--group G] [--metrics-port P] [modules ...]
+    lag  [--group G] [--topics T ...]                   per-partition and total lag, as JSON
+    dlq list   [--limit N]                              dead letters as JSON lines (no arguments)
+    dlq replay [--actor A] [--limit N]                  re-send dead letters to their topics
+
+With ``--processes N > 1`` the parent starts N child processes (each builds its own broker and
+consumer, as Kafka clients must not cross ``fork``), forwards SIGTERM/SIGINT to them and exits
+when they have. One signal drains (finish running messages, commit, leave the group); a second
+exits at once without committing unfinished work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from broker.broker import Broker, set_broker
+from broker.worker import DEFAULT_GROUP, Worker
+
+log = logging.getLogger(__name__)
+
+BrokerFactory = Callable[[], Broker]
+
+
+def make_parser(default_modules: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="worker.py", description="Run actors from Kafka, or inspect the group.")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="consume and run actors (the default command)")
+    run.add_argument("modules", nargs="*", default=list(default_modules), help="modules that declare actors")
+    run.add_argument("--processes", "-p", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument("--threads", "-t", type=int, default=8, help="worker threads per process (default 8)")
+    run.add_argument("--topics", nargs="+", help="topics to consume (default: the actors' topics)")
+    run.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group (default {DEFAULT_GROUP})")
+    run.add_argument("--shutdown-timeout", type=int, default=30000, help="ms to finish running messages on stop")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+
+    lag = sub.add_parser("lag", help="print the group's lag as JSON")
+    lag.add_argument("modules", nargs="*", default=list(default_modules))
+    lag.add_argument("--group", default=DEFAULT_GROUP)
+    lag.add_argument("--topics", nargs="+", help="default: the actors' topics")
+
+    dlq = sub.add_parser("dlq", help="inspect or replay dead letters")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="print dead letters as JSON lines")
+    dlq_list.add_argument("--limit", type=int)
+    replay = dlq_sub.add_parser("replay", help="re-send dead letters to their original topics")
+    replay.add_argument("--actor", help="only this actor's dead letters")
+    replay.add_argument("--limit", type=int, help="at most this many")
+    replay.add_argument("--group", default="events-dlq-replay", help="tracks what was replayed")
+    return parser
+
+
+def main(
+    broker_factory: BrokerFactory, argv: Sequence[str] | None = None, *, default_modules: Sequence[str] = ()
+) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "lag", "dlq", "-h", "--help"):
+        argv.insert(0, "run")
+    args = make_parser(default_modules).parse_args(argv)
+    if args.command == "run":
+        if args.processes > 1:
+            return supervise(args)
+        return run_worker(broker_factory, args)
+    if args.command == "lag":
+        return print_lag(broker_factory, args)
+    return dead_letters(broker_factory, args)
+
+
+def _import_actors(broker_factory: BrokerFactory, modules: Sequence[str]) -> Broker:
+    broker = broker_factory()
+    set_broker(broker)
+    for module in modules:
+        importlib.import_module(module)
+    return broker
+
+
+def run_worker(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
+    """One worker process: consume until SIGTERM/SIGINT, then drain. Exit 1 if the consumer failed."""
+    broker = _import_actors(broker_factory, args.modules)
+    if args.metrics_port:
+        _serve_metrics(args.metrics_port)
+    worker = Worker(
+        broker,
+        topics=args.topics,
+        group_id=args.group,
+        worker_threads=args.threads,
+        shutdown_timeout_ms=args.shutdown_timeout,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now without committing unfinished work")
+            os._exit(2)
+        log.info("signal %s: draining", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    while not stop.wait(0.5):
+        if worker.wait(0):
+            break  # the consumer thread died
+    worker.stop()
+    broker.close()
+    return 1 if worker.failure else 0
+
+
+def supervise(args: argparse.Namespace) -> int:
+    """Start ``args.processes`` single-process workers and relay signals to them."""
+    child_argv = [
+        sys.executable,
+        sys.argv[0],
+        "run",
+        *args.modules,
+        "--processes",
+        "1",
+        "--threads",
+        str(args.threads),
+        "--group",
+        args.group,
+        "--shutdown-timeout",
+        str(args.shutdown_timeout),
+    ]
+    if args.topics:
+        child_argv += ["--topics", *args.topics]
+    env = dict(os.environ)
+    if args.metrics_port:
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="worker-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = env["PROMETHEUS_MULTIPROC_DIR"]
+        _serve_metrics(args.metrics_port, multiprocess=True)
+    # own sessions: a terminal's Ctrl-C reaches only this parent, which forwards one signal
+    children = [subprocess.Popen(child_argv, env=env, start_new_session=True) for _ in range(args.processes)]
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
+
+
+def _serve_metrics(port: int, multiprocess: bool = False) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    if multiprocess or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess as mp
+
+        registry = CollectorRegistry()
+        mp.MultiProcessCollector(registry)
+        if not multiprocess:
+            return  # a child of a supervisor: the parent serves the aggregated metrics
+        start_http_server(port, registry=registry)
+    else:
+        start_http_server(port)
+
+
+def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
+    from broker.admin import consumer_lag
+
+    broker = _import_actors(broker_factory, args.modules)
+    topics = args.topics or sorted(broker.get_declared_topics())
+    print(json.dumps(consumer_lag(_client_options(broker), args.group, topics), indent=2))
+    return 0
+
+
+def dead_letters(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
+    from broker.admin import describe_dead_letter, read_dead_letters, replay_dead_letters
+
+    broker = broker_factory()
+    options = _client_options(broker)
+    if args.dlq_command == "list":
+        for count, record in enumerate(read_dead_letters(options, broker.dead_letter_topic), start=1):
+            print(json.dumps(describe_dead_letter(record)))
+            if args.limit and count >= args.limit:
+                break
+        return 0
+    replayed = replay_dead_letters(
+        options, broker.dead_letter_topic, group_id=args.group, actor=args.actor, limit=args.limit
+    )
+    print(json.dumps({"replayed": len(replayed), "messages": replayed}, indent=2))
+    return 0
+
+
+def _client_options(broker: Broker) -> dict[str, Any]:
+    options = getattr(broker, "client_options", None)
+    if options is None:
+        raise SystemExit("operator commands need a Kafka broker")
+    return options

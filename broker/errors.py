@@ -1,0 +1,37 @@
+"""The broker's exception hierarchy. Client-library errors are translated where they enter."""
+
+
+class BrokerError(Exception):
+    """Base class for every error this package raises."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker did not acknowledge a message in time (or cannot be reached).
+
+    The message may or may not have been stored; callers should treat it as not accepted
+    (the API answers 503 with ``Retry-After``).
+    """
+
+
+class ActorNotFound(BrokerError):
+    """A message names an actor that is not registered on this broker."""
+
+
+class DecodeError(BrokerError):
+    """A message could not be decoded (not JSON, wrong format version, missing fields)."""
+
+
+class EncodeError(BrokerError):
+    """A message's arguments or headers cannot be encoded as JSON."""
+
+
+class DuplicateActor(BrokerError):
+    """Two actors were declared with the same name on one broker."""
+
+
+class NoBrokerConfigured(BrokerError):
+    """``get_broker()`` was called before ``set_broker()``; there is no silent default."""
+
+
+class TimeLimitExceeded(BrokerError):
+    """Raised inside an actor that ran longer than its ``time_limit``."""

@@ -1,0 +1,115 @@
+"""The task envelope: an immutable message, encoded as versioned JSON.
+
+Wire format (UTF-8 JSON object, one per Kafka record value; the record key is ``key``)::
+
+    {"v": 1, "message_id": "<uuid4 hex>", "actor_name": "process_event", "topic": "events-input",
+     "key": "device-123" | null, "args": [...], "kwargs": {...}, "options": {...},
+     "headers": {"request_id": "..."}, "enqueued_at": "2026-11-24T23:16:25.123456Z", "attempt": 1}
+
+Producers in other languages may write it; unknown top-level fields are ignored, a missing
+required field or another ``v`` is a :class:`~broker.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.errors import DecodeError, EncodeError
+
+FORMAT_VERSION = 1
+_REQUIRED = ("message_id", "actor_name", "topic", "args", "kwargs", "enqueued_at")
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def format_timestamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One call of an actor. Build new ones with :meth:`copy`; never mutate."""
+
+    actor_name: str
+    topic: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    enqueued_at: dt.datetime = field(default_factory=utcnow)
+    attempt: int = 1
+
+    def copy(self, **changes: Any) -> Message:
+        return dataclasses.replace(self, **changes)
+
+    def asdict(self) -> dict[str, Any]:
+        return {
+            "v": FORMAT_VERSION,
+            "message_id": self.message_id,
+            "actor_name": self.actor_name,
+            "topic": self.topic,
+            "key": self.key,
+            "args": list(self.args),
+            "kwargs": self.kwargs,
+            "options": self.options,
+            "headers": self.headers,
+            "enqueued_at": format_timestamp(self.enqueued_at),
+            "attempt": self.attempt,
+        }
+
+    def encode(self) -> bytes:
+        """JSON bytes. Raises :class:`EncodeError` for values JSON cannot carry (sets, NaN, objects)."""
+        try:
+            return _encoder.encode(self.asdict()).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise EncodeError(f"arguments of {self.actor_name!r} are not JSON-serializable: {exc}") from None
+
+    @classmethod
+    def decode(cls, data: bytes | bytearray | memoryview) -> Message:
+        """Parse wire bytes. Raises :class:`DecodeError` naming what is wrong."""
+        try:
+            obj = json.loads(bytes(data))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise DecodeError(f"message is not JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise DecodeError("message is not a JSON object")
+        if obj.get("v") != FORMAT_VERSION:
+            raise DecodeError(f"unsupported message format version {obj.get('v')!r}")
+        missing = [name for name in _REQUIRED if name not in obj]
+        if missing:
+            raise DecodeError(f"message lacks {', '.join(missing)}")
+        try:
+            return cls(
+                actor_name=_typed(obj, "actor_name", str),
+                topic=_typed(obj, "topic", str),
+                args=tuple(_typed(obj, "args", list)),
+                kwargs=_typed(obj, "kwargs", dict),
+                key=obj.get("key"),
+                options=obj.get("options") or {},
+                headers=obj.get("headers") or {},
+                message_id=_typed(obj, "message_id", str),
+                enqueued_at=dt.datetime.fromisoformat(_typed(obj, "enqueued_at", str)),
+                attempt=int(obj.get("attempt", 1)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"malformed message: {exc}") from exc
+
+    def __str__(self) -> str:
+        return f"{self.actor_name}[{self.message_id}]"
+
+
+def _typed(obj: dict[str, Any], name: str, kind: type) -> Any:
+    value = obj[name]
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}")
+    return value

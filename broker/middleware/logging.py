@@ -1,0 +1,51 @@
+"""Structured log lines for message outcomes. Never logs arguments (payloads stay out of logs)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from broker.middleware.middleware import Middleware
+
+if TYPE_CHECKING:
+    from broker.broker import Broker
+    from broker.consumer import Record
+    from broker.message import Message
+    from broker.proxy import MessageProxy
+
+log = logging.getLogger("broker.messages")
+
+
+def _context(message: Message | MessageProxy, record: Record | None = None) -> dict[str, Any]:
+    extra: dict[str, Any] = {"actor": message.actor_name, "message_id": message.message_id, "key": message.key}
+    request_id = message.headers.get("request_id")
+    if request_id:
+        extra["request_id"] = request_id
+    if record is not None:
+        extra.update(topic=record.topic, partition=record.partition, offset=record.offset)
+    return extra
+
+
+class Logging(Middleware):
+    """Success at DEBUG (tasks log their own domain line), retries at WARNING, dead letters at ERROR."""
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        if exception is None and log.isEnabledFor(logging.DEBUG):
+            extra = _context(message, message.record)
+            extra["attempt"] = message.attempt
+            log.debug("message done", extra=extra)
+
+    def on_retry(self, broker: Broker, message: MessageProxy, delay_ms: int) -> None:
+        extra = _context(message, message.record)
+        extra.update(attempt=message.attempt, delay_ms=delay_ms, error=type(message.exception).__name__)
+        log.warning("message failed; will retry", extra=extra)
+
+    def on_dead_letter(self, broker: Broker, record: Record, message: Message | None, exception: BaseException) -> None:
+        if message is not None:
+            extra = _context(message, record)
+        else:
+            extra = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        extra["error"] = type(exception).__name__
+        log.error("message dead-lettered", extra=extra)

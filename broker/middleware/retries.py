@@ -1,0 +1,73 @@
+"""Retry failed messages with exponential backoff, in place and in order.
+
+Unlike Dramatiq (which re-enqueues), a retry runs again in the same worker after its delay while
+later messages with the same key wait, so per-key order holds; other keys keep flowing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from broker.middleware.middleware import Middleware
+
+if TYPE_CHECKING:
+    from broker.broker import Broker
+    from broker.proxy import MessageProxy
+
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_MIN_BACKOFF = 2000  # ms: retries wait 2 s, 4 s, 8 s, ...
+DEFAULT_MAX_BACKOFF = 60000
+
+
+def backoff_ms(retry_number: int, min_backoff: int, max_backoff: int) -> int:
+    """Delay before retry ``retry_number`` (1-based): ``min_backoff * 2**(n-1)``, capped."""
+    return min(min_backoff * 2 ** (retry_number - 1), max_backoff)
+
+
+class Retries(Middleware):
+    """Decides, for each failure, between retrying after a backoff and dead-lettering.
+
+    Actor options: ``max_retries``, ``min_backoff``/``max_backoff`` (ms), ``throws`` (exception
+    types that are dead-lettered at once) and ``retry_when(retries_so_far, exception) -> bool``
+    (replaces the ``max_retries`` test).
+    """
+
+    actor_options = frozenset({"max_retries", "min_backoff", "max_backoff", "retry_when", "throws"})
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        min_backoff: int = DEFAULT_MIN_BACKOFF,
+        max_backoff: int = DEFAULT_MAX_BACKOFF,
+        retry_when: Callable[[int, BaseException], bool] | None = None,
+    ) -> None:
+        self.defaults: dict[str, Any] = {
+            "max_retries": max_retries,
+            "min_backoff": min_backoff,
+            "max_backoff": max_backoff,
+            "retry_when": retry_when,
+            "throws": (),
+        }
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        if exception is None:
+            return
+        options = {**self.defaults, **broker.get_actor(message.actor_name).options}
+        throws = options["throws"]
+        if throws and isinstance(exception, throws):
+            message.fail()
+            return
+        retries_so_far = message.attempt - 1
+        retry_when = options["retry_when"]
+        if retry_when is not None:
+            should_retry = retry_when(retries_so_far, exception)
+        else:
+            should_retry = retries_so_far < options["max_retries"]
+        if should_retry:
+            message.retry(backoff_ms(retries_so_far + 1, options["min_backoff"], options["max_backoff"]))
+        else:
+            message.fail()

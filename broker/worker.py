@@ -1,0 +1,470 @@
+"""The worker: consumes the actors' topics in a consumer group and runs the actors in threads.
+
+One consumer thread owns the broker's consumer (Kafka consumers are not thread-safe): it polls,
+hands records to worker threads, schedules retries and commits. Worker threads run actors.
+
+Guarantees:
+
+* **Order per key.** Records with the same key run one at a time, in offset order, including
+  their retries; records with other keys (or other partitions) run in parallel, so one
+  message's backoff stalls only its own key.
+* **Commit discipline.** A partition's committed offset never passes a record that is still
+  queued, running, waiting for a retry, or whose dead letter has not been acknowledged.
+  Commits are batched (every ``commit_interval_ms`` and on revocation/shutdown).
+* **Liveness.** The consumer thread keeps polling during long work and backoff (partitions
+  whose buffer is full are paused, not starved), so the member never times out of its group.
+* **Shutdown.** :meth:`stop` stops fetching, lets running messages finish within
+  ``shutdown_timeout_ms``, commits what is done and leaves the group. Work that did not start
+  is left uncommitted and is redelivered, to this group's next owner of the partition.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from broker.broker import Broker
+from broker.consumer import Consumer, Record, TopicPartition
+from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, TimeLimitExceeded
+from broker.message import Message
+from broker.proxy import MessageProxy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "events-processor"
+_STOP = object()  # sentinel that ends a worker thread
+_ABANDONED = object()  # outcome of a delivery that could not be finished
+
+
+@dataclass(eq=False)
+class _PartitionState:
+    """Bookkeeping for one assigned partition. Guarded by the worker's lock."""
+
+    tp: TopicPartition
+    pending: deque[int] = field(default_factory=deque)  # fetched offsets, in order, not yet committable
+    done: set[int] = field(default_factory=set)  # finished offsets still behind an unfinished one
+    next_commit: int | None = None  # the offset a commit would store (last contiguous done + 1)
+    committed: int | None = None
+    keys: dict[bytes, deque[Record]] = field(default_factory=dict)  # busy keys -> records waiting behind them
+    buffered: int = 0  # fetched and not finished
+    in_flight: int = 0
+    paused: bool = False
+    revoked: bool = False
+
+    def track(self, offset: int) -> None:
+        self.pending.append(offset)
+        self.buffered += 1
+
+    def finish(self, offset: int) -> None:
+        self.buffered -= 1
+        self.done.add(offset)
+        while self.pending and self.pending[0] in self.done:
+            first = self.pending.popleft()
+            self.done.discard(first)
+            self.next_commit = first + 1
+
+
+@dataclass(eq=False)
+class _Work:
+    state: _PartitionState
+    record: Record
+    proxy: MessageProxy | None = None
+
+
+class Revocation:
+    """Partitions being given up in a rebalance: running messages finish, then offsets are committed."""
+
+    def __init__(self, worker: Worker, states: list[_PartitionState]) -> None:
+        self._worker = worker
+        self._states = states
+
+    def busy(self) -> bool:
+        with self._worker._lock:
+            return any(s.in_flight for s in self._states)
+
+    def offsets(self) -> dict[TopicPartition, int]:
+        with self._worker._lock:
+            return _committable(self._states)
+
+    def done(self, committed: dict[TopicPartition, int]) -> None:
+        with self._worker._changed:
+            for state in self._states:
+                if state.tp in committed:
+                    state.committed = committed[state.tp]
+                self._worker._partitions.pop(state.tp, None)
+            self._worker._changed.notify_all()
+        if self._states:
+            log.info("partitions revoked", extra={"partitions": sorted(f"{s.tp[0]}-{s.tp[1]}" for s in self._states)})
+
+
+def _committable(states: Iterable[_PartitionState]) -> dict[TopicPartition, int]:
+    return {s.tp: s.next_commit for s in states if s.next_commit is not None and s.next_commit != s.committed}
+
+
+class Worker:
+    """Runs the actors declared on ``broker``.
+
+    Parameters:
+      broker: a :class:`~broker.broker.Broker` (Kafka or stub).
+      topics: topics to consume; default: the topics of the broker's actors.
+      group_id: the consumer group (``events-processor``).
+      worker_threads: how many actors may run at once in this process.
+      commit_interval_ms: how often finished offsets are committed.
+      max_buffered_per_partition: fetched-but-unfinished records above which a partition is paused.
+      shutdown_timeout_ms: how long :meth:`stop` lets running messages finish.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        topics: Iterable[str] | None = None,
+        group_id: str = DEFAULT_GROUP,
+        worker_threads: int = 8,
+        commit_interval_ms: int = 200,
+        max_poll_records: int = 500,
+        max_buffered_per_partition: int = 2000,
+        shutdown_timeout_ms: int = 30000,
+        poll_timeout_ms: int = 100,
+    ) -> None:
+        self.broker = broker
+        self.topics = sorted(topics) if topics else None
+        self.group_id = group_id
+        self.worker_threads = worker_threads
+        self.commit_interval = commit_interval_ms / 1000
+        self.max_poll_records = max_poll_records
+        self.max_buffered = max_buffered_per_partition
+        self.shutdown_timeout = shutdown_timeout_ms / 1000
+        self.revoke_timeout_s = self.shutdown_timeout
+        self.poll_timeout_ms = poll_timeout_ms
+
+        self.consumer: Consumer | None = None
+        self.failure: BaseException | None = None  # set if the consumer thread died
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._partitions: dict[TopicPartition, _PartitionState] = {}
+        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._delayed: list[tuple[float, int, _Work]] = []
+        self._sequence = itertools.count()
+        self._in_flight = 0
+        self._draining = False
+        self._stop_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Join the group and start processing in background threads."""
+        topics = self.topics or sorted(self.broker.get_declared_topics())
+        if not topics:
+            raise ValueError("no topics to consume: declare actors (import your tasks) or pass topics=")
+        self.broker.emit_before("worker_boot", self)
+        self.consumer = self.broker.consume(topics, self.group_id, listener=self)
+        for i in range(self.worker_threads):
+            thread = threading.Thread(target=self._work_loop, name=f"worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        consumer_thread = threading.Thread(target=self._consume_loop, name="consumer", daemon=True)
+        consumer_thread.start()
+        self._threads.append(consumer_thread)
+        self.broker.emit_after("worker_boot", self)
+        log.info("worker started", extra={"topics": topics, "group": self.group_id, "threads": self.worker_threads})
+
+    def stop(self, timeout_ms: int | None = None) -> None:
+        """Drain and leave the group; returns when done (or after the shutdown timeout)."""
+        if timeout_ms is not None:
+            self.shutdown_timeout = timeout_ms / 1000
+        self.broker.emit_before("worker_shutdown", self)
+        self._stop_requested.set()
+        for thread in self._threads:
+            thread.join(self.shutdown_timeout + 30)
+        self.broker.emit_after("worker_shutdown", self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker has stopped (by :meth:`stop` or a failure); True if it has."""
+        return self._stopped.wait(timeout)
+
+    def join(self, timeout_ms: int | None = None) -> None:
+        """Wait until everything fetched so far has finished and been committed (for tests)."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        with self._changed:
+            while not self._idle():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("worker did not become idle in time")
+                self._changed.wait(0.05 if remaining is None else min(remaining, 0.05))
+
+    def _idle(self) -> bool:
+        return (
+            self._in_flight == 0
+            and not self._delayed
+            and all(s.buffered == 0 and s.committed == s.next_commit for s in self._partitions.values())
+        )
+
+    # ------------------------------------------------------------ rebalance listener (consumer thread)
+
+    def on_partitions_assigned(self, partitions: set[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                self._partitions[tp] = _PartitionState(tp)
+        log.info("partitions assigned", extra={"partitions": sorted(f"{t}-{p}" for t, p in partitions)})
+
+    def revoke_partitions(self, partitions: set[TopicPartition]) -> Revocation:
+        """Stop starting work on these partitions; the consumer then waits while
+        :meth:`Revocation.busy`, commits :meth:`Revocation.offsets` and calls :meth:`Revocation.done`."""
+        with self._lock:
+            states = [self._partitions[tp] for tp in partitions if tp in self._partitions]
+            for state in states:
+                state.revoked = True
+        return Revocation(self, states)
+
+    def on_partitions_lost(self, partitions: set[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                state = self._partitions.pop(tp, None)
+                if state is not None:
+                    state.revoked = True
+        log.warning("partitions lost", extra={"partitions": sorted(f"{t}-{p}" for t, p in partitions)})
+
+    # ------------------------------------------------------------ consumer thread
+
+    def _consume_loop(self) -> None:
+        assert self.consumer is not None
+        last_commit = time.monotonic()
+        try:
+            while not self._stop_requested.is_set():
+                records = self._poll(self._poll_timeout())
+                with self._changed:
+                    self._dispatch(records)
+                    self._release_due_retries()
+                    self._apply_backpressure()
+                if time.monotonic() - last_commit >= self.commit_interval:
+                    self._commit()
+                    last_commit = time.monotonic()
+            self._drain()
+        except BaseException as exc:  # the process must not keep running without a consumer
+            log.exception("consumer thread failed")
+            self.failure = exc
+            self._abandon()
+        finally:
+            for _ in range(self.worker_threads):
+                self._ready.put(_STOP)
+            self._stopped.set()
+
+    def _poll(self, timeout_ms: int) -> list[Record]:
+        assert self.consumer is not None
+        try:
+            return self.consumer.poll(timeout_ms, self.max_poll_records)
+        except BrokerUnavailable as exc:
+            log.warning("poll failed; retrying", extra={"error": str(exc)})
+            time.sleep(min(1.0, timeout_ms / 1000))
+            return []
+
+    def _poll_timeout(self) -> int:
+        with self._lock:
+            if self._delayed:
+                until_due = (self._delayed[0][0] - time.monotonic()) * 1000
+                return max(0, min(self.poll_timeout_ms, int(until_due)))
+        return self.poll_timeout_ms
+
+    def _dispatch(self, records: list[Record]) -> None:
+        for record in records:
+            state = self._partitions.get(record.tp)
+            if state is None or state.revoked:
+                continue  # fetched just before a revocation: the next owner reads it again
+            state.track(record.offset)
+            key = record.key
+            if key is None:
+                self._ready.put(_Work(state, record))
+            elif key in state.keys:
+                state.keys[key].append(record)
+            else:
+                state.keys[key] = deque()
+                self._ready.put(_Work(state, record))
+
+    def _release_due_retries(self) -> None:
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, work = heapq.heappop(self._delayed)
+            if not work.state.revoked:
+                self._ready.put(work)
+
+    def _apply_backpressure(self) -> None:
+        assert self.consumer is not None
+        for state in self._partitions.values():
+            if not state.paused and state.buffered >= self.max_buffered:
+                self.consumer.pause([state.tp])
+                state.paused = True
+            elif state.paused and state.buffered <= self.max_buffered // 2:
+                self.consumer.resume([state.tp])
+                state.paused = False
+
+    def _commit(self, states: Iterable[_PartitionState] | None = None) -> None:
+        assert self.consumer is not None
+        with self._lock:
+            chosen = list(self._partitions.values()) if states is None else list(states)
+            offsets = _committable(chosen)
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets)
+        except BrokerUnavailable as exc:
+            log.warning("offset commit failed; will retry", extra={"error": str(exc)})
+            return
+        with self._changed:
+            for s in chosen:
+                if s.tp in offsets:
+                    s.committed = offsets[s.tp]
+            self._changed.notify_all()
+
+    def _drain(self) -> None:
+        """Stop fetching, let running messages finish, commit, leave the group."""
+        assert self.consumer is not None
+        with self._changed:
+            self._draining = True
+            self._delayed.clear()  # not committed: redelivered to the next owner
+            paused = [s.tp for s in self._partitions.values()]
+        self.consumer.pause(paused)
+        deadline = time.monotonic() + self.shutdown_timeout
+        while True:
+            with self._lock:
+                busy = self._in_flight
+            if not busy:
+                break
+            if time.monotonic() >= deadline:
+                log.warning("shutdown timeout: %d message(s) still running are left uncommitted", busy)
+                break
+            self._poll(50)  # paused: returns nothing, keeps the membership alive
+        self._commit()
+        self.consumer.close()
+        log.info("worker stopped")
+
+    def _abandon(self) -> None:
+        with self._lock:
+            self._draining = True
+            self._delayed.clear()
+        try:
+            if self.consumer is not None:
+                self.consumer.close()
+        except Exception:
+            log.exception("closing the consumer failed")
+
+    # ------------------------------------------------------------ worker threads
+
+    def _work_loop(self) -> None:
+        while True:
+            work = self._ready.get()
+            if work is _STOP:
+                return
+            while work is not None:
+                work = self._process(work)
+
+    def _process(self, work: _Work) -> _Work | None:
+        """Run one delivery; return the next record of the same key, if it may run now."""
+        state = work.state
+        with self._lock:
+            if state.revoked or self._draining:
+                return None  # not started, not committed: redelivered later
+            state.in_flight += 1
+            self._in_flight += 1
+        outcome: object = _ABANDONED
+        try:
+            outcome = self._run(work)
+        except Exception as exc:
+            # Neither processed nor dead-lettered: the offset must not move past it, so stop and
+            # let the record be redelivered (to this process after a restart, or to another).
+            if not self._stop_requested.is_set():
+                log.exception("could not finish a message; stopping the worker")
+                self.failure = exc
+                self._stop_requested.set()
+        finally:
+            with self._changed:
+                state.in_flight -= 1
+                self._in_flight -= 1
+                if outcome is _ABANDONED:
+                    following = None
+                elif outcome is not None:
+                    retry_delay_ms: int = outcome  # type: ignore[assignment]
+                    due = time.monotonic() + retry_delay_ms / 1000
+                    heapq.heappush(self._delayed, (due, next(self._sequence), work))
+                    following = None
+                else:
+                    state.finish(work.record.offset)
+                    following = self._next_for_key(state, work.record.key)
+                self._changed.notify_all()
+        return following
+
+    def _next_for_key(self, state: _PartitionState, key: bytes | None) -> _Work | None:
+        if key is None:
+            return None
+        waiting = state.keys.get(key)
+        if waiting:
+            if state.revoked or self._draining:
+                return None
+            return _Work(state, waiting.popleft())
+        state.keys.pop(key, None)
+        return None
+
+    def _run(self, work: _Work) -> int | None:
+        """Run the actor once. Returns a retry delay in ms, or None when the record is finished
+        (succeeded, or dead-lettered and acknowledged)."""
+        broker, record = self.broker, work.record
+        if work.proxy is None:
+            try:
+                message = Message.decode(record.value)
+                broker.get_actor(message.actor_name)
+            except DecodeError as exc:
+                self._dead_letter(record, exc, None, attempts=0)
+                return None
+            except ActorNotFound as exc:
+                self._dead_letter(record, exc, message, attempts=0)
+                return None
+            work.proxy = MessageProxy(message, record)
+        proxy = work.proxy
+        actor = broker.get_actor(proxy.actor_name)
+        message = proxy.message
+        result = exception = None
+        try:
+            broker.emit_before("process_message", proxy)
+            result = actor.fn(*message.args, **message.kwargs)
+        except Exception as exc:
+            exception = exc
+        proxy.exception = exception
+        try:
+            broker.emit_after("process_message", proxy, result=result, exception=exception)
+        except TimeLimitExceeded:
+            pass  # the limit fired after the actor returned; its outcome stands
+        if exception is None:
+            return None
+        delay = proxy.retry_delay_ms
+        if delay is not None and not proxy.failed:
+            broker.emit("on_retry", proxy, delay)
+            proxy.attempt += 1
+            proxy.retry_delay_ms = None
+            proxy.exception = None
+            return delay
+        self._dead_letter(record, exception, message, attempts=proxy.attempt)
+        return None
+
+    def _dead_letter(self, record: Record, exc: BaseException, message: Message | None, *, attempts: int) -> None:
+        """Write the dead letter; if the broker cannot take it, keep trying (the offset must not move
+        past a record that is neither processed nor dead-lettered) unless we are shutting down."""
+        backoff = 0.5
+        while True:
+            try:
+                self.broker.dead_letter(record, exc, message=message, attempts=attempts)
+                return
+            except BrokerUnavailable as error:
+                if self._stop_requested.is_set():
+                    raise
+                log.warning("dead letter not acknowledged; retrying", extra={"error": str(error)})
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10)
