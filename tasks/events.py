@@ -1,0 +1,44 @@
+"""process_event: the worker side of ``POST /events``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+
+from broker import actor
+from core.resources import apply_event
+from tasks.runtime import resources
+
+log = logging.getLogger(__name__)
+
+EVENTS_TOPIC = "events-input"
+
+
+@actor(
+    actor_name="process_event",
+    topic=EVENTS_TOPIC,
+    max_retries=3,
+    min_backoff=2000,
+    max_backoff=60000,
+    key=lambda event: event["device_id"],
+    throws=(KeyError, TypeError),  # a malformed event will not get better by retrying
+)
+def process_event(event: dict[str, Any]) -> None:
+    """Store ``event`` (audit row + newest-wins upsert), then write the resource through to Redis.
+
+    Idempotent: a redelivered or replayed event changes nothing. If Redis is down the database
+    write stands and the cache catches up within its TTL (logged, not retried).
+    """
+    res = resources()
+    result = apply_event(res.engine, event)
+    if result.record is not None:
+        try:
+            res.cache.store(result.record, writer=True)
+        except redis.RedisError as exc:
+            log.warning("cache write failed", extra={"device_id": event["device_id"], "error": str(exc)})
+    log.info(
+        "Processed message",
+        extra={"device_id": event["device_id"], "request_id": event["request_id"], "applied": result.applied},
+    )
