@@ -11,6 +11,7 @@ import sys
 from broker import Broker, KafkaBroker
 from broker.cli import main
 from broker.middleware import Logging, Prometheus, Retries, TimeLimit
+from core import runtime
 from core.logging import configure_logging
 from core.settings import SettingsError, load_settings
 
@@ -19,8 +20,6 @@ def build_broker() -> Broker:
     """The production broker: Kafka with retries, time limits, JSON logs and Prometheus metrics."""
     settings = load_settings(require_jwt=False)
     configure_logging(settings.log_level)
-    from tasks import runtime
-
     runtime.configure(settings)
     return KafkaBroker(
         **settings.kafka_options,

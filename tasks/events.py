@@ -9,7 +9,7 @@ import redis
 
 from broker import actor
 from core.resources import apply_event
-from tasks.runtime import resources
+from core.runtime import resources
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Per-process resources for tasks, built once by the entry point (never at import time)."""
+"""Per-process resources for tasks (engine, cache), built once by the entry point (never at import time)."""
 
 from __future__ import annotations
 
@@ -36,5 +36,5 @@ def configure(settings: Settings) -> TaskResources:
 
 def resources() -> TaskResources:
     if _resources is None:
-        raise RuntimeError("tasks.runtime.configure(settings) was not called in this process")
+        raise RuntimeError("core.runtime.configure(settings) was not called in this process")
     return _resources

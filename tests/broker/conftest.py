@@ -1,0 +1,81 @@
+"""Broker fixtures. ``env`` runs a test twice: on the in-memory StubBroker and on real Kafka,
+each time with its own topic, dead-letter topic and consumer group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from kafka import KafkaAdminClient
+
+from broker import Broker, KafkaBroker, StubBroker, Worker
+from broker.admin import describe_dead_letter, read_dead_letters
+from broker.consumer import TopicPartition
+
+
+@dataclass
+class BrokerEnv:
+    kind: str
+    broker: Broker
+    topic: str
+    group: str
+    admin: KafkaAdminClient | None = None
+    workers: list[Worker] = field(default_factory=list)
+
+    def start_worker(self, **options) -> Worker:
+        options.setdefault("worker_threads", 4)
+        options.setdefault("commit_interval_ms", 50)
+        worker = Worker(self.broker, group_id=self.group, topics=[self.topic], **options)
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def dead_letters(self) -> list[dict]:
+        """Each dead letter's metadata, plus its key and raw value."""
+        if isinstance(self.broker, StubBroker):
+            records = [d.record for d in self.broker.dead_letters]
+        else:
+            records = list(read_dead_letters(self.broker.client_options, self.broker.dead_letter_topic, timeout_s=10))
+        return [{**describe_dead_letter(r), "raw_key": r.key, "raw_value": r.value} for r in records]
+
+    def committed(self) -> dict[int, int]:
+        """The group's committed offset per partition of the topic."""
+        if isinstance(self.broker, StubBroker):
+            offsets = self.broker.committed.get(self.group, {})
+            return {tp.partition: o for tp, o in offsets.items() if tp.topic == self.topic}
+        offsets = self.admin.list_group_offsets({self.group: None}).get(self.group, {})
+        return {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == self.topic}
+
+    def end_offsets(self) -> dict[int, int]:
+        if isinstance(self.broker, StubBroker):
+            return {p: len(log) for p, log in enumerate(self.broker.topics.get(self.topic, []))}
+        from kafka.admin import OffsetSpec
+        from kafka.structs import TopicPartition as KTP
+
+        specs = {KTP(self.topic, p): OffsetSpec.LATEST for p in range(3)}
+        return {tp.partition: o.offset for tp, o in self.admin.list_partition_offsets(specs).items()}
+
+    def produce_raw(self, value: bytes, key: bytes | None = None) -> None:
+        """Put bytes on the topic that did not come from an actor (a foreign or broken producer)."""
+        self.broker._produce(self.topic, key, value, [])(10)
+
+
+@pytest.fixture(params=["stub", "kafka"])
+def env(request, settings, make_topic, kafka_admin, unique) -> Iterator[BrokerEnv]:
+    group = f"test-group-{unique}"
+    if request.param == "stub":
+        broker: Broker = StubBroker(partitions=3, dead_letter_topic=f"dlq-{unique}")
+        result = BrokerEnv("stub", broker, f"topic-{unique}", group)
+    else:
+        topic = make_topic(partitions=3)
+        dlq = make_topic(partitions=3, name=f"dlq-{unique}")
+        broker = KafkaBroker(**settings.kafka_options, dead_letter_topic=dlq, send_timeout_ms=10000)
+        result = BrokerEnv("kafka", broker, topic, group, admin=kafka_admin)
+    yield result
+    for worker in result.workers:
+        worker.stop(timeout_ms=5000)
+    broker.close()
+
+
+__all__ = ["BrokerEnv", "TopicPartition"]

@@ -1,0 +1,40 @@
+"""Actors for tests that run ``worker.py`` as a real process. The topic comes from TEST_TOPIC.
+
+Each call records ``start`` and ``end`` markers in a Redis list named after the topic, so a test
+can tell what ran, what finished and in which order.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import redis
+
+from broker import actor
+
+TOPIC = os.environ["TEST_TOPIC"]
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+@actor(topic=TOPIC, max_retries=0)
+def record(key: str, seq: int, sleep_ms: int = 0) -> None:
+    client = _redis()
+    client.rpush(f"{TOPIC}:started", f"{key}:{seq}")
+    if sleep_ms:
+        time.sleep(sleep_ms / 1000)
+    client.rpush(f"{TOPIC}:seen", f"{key}:{seq}")
+
+
+@actor(topic=TOPIC, max_retries=0)
+def guarded(key: str, seq: int) -> None:
+    """Fails while the ``{topic}:broken`` flag is set (a broken downstream), then works."""
+    client = _redis()
+    if client.exists(f"{TOPIC}:broken"):
+        raise RuntimeError("downstream is broken")
+    client.rpush(f"{TOPIC}:seen", f"{key}:{seq}")

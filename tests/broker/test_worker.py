@@ -1,0 +1,194 @@
+"""Worker semantics, each test run on the StubBroker and on real Kafka (see conftest.env)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+
+from broker import actor
+from tests.helpers import wait_for
+
+
+def test_actors_can_perform_work(env):
+    results = []
+
+    @actor(broker=env.broker, topic=env.topic)
+    def add(x, y):
+        results.append(x + y)
+
+    env.start_worker()
+    add.send(1, 2)
+    add.send_with_options(args=(3, 4), key="k")
+    wait_for(lambda: sorted(results) == [3, 7], message=str(results))
+
+
+def test_a_failing_message_is_retried_with_exponential_backoff_then_succeeds(env):
+    attempts: list[float] = []
+
+    @actor(broker=env.broker, topic=env.topic, max_retries=3, min_backoff=200, max_backoff=10000)
+    def flaky():
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise RuntimeError("transient")
+
+    env.start_worker()
+    flaky.send()
+    wait_for(lambda: len(attempts) == 3, message=f"{len(attempts)} attempts")
+    first_wait, second_wait = attempts[1] - attempts[0], attempts[2] - attempts[1]
+    assert 0.2 <= first_wait < 0.2 + 0.5  # retry 1 waits min_backoff
+    assert 0.4 <= second_wait < 0.4 + 0.5  # retry 2 waits twice as long
+    wait_for(lambda: sum(env.committed().values()) == 1, message="offset committed after success")
+    assert env.dead_letters() == []
+
+
+def test_exhausted_retries_go_to_the_dead_letter_topic_with_metadata_and_commit(env):
+    calls = []
+
+    @actor(broker=env.broker, topic=env.topic, max_retries=2, min_backoff=10)
+    def doomed(event):
+        calls.append(event)
+        raise ValueError("bad things")
+
+    env.start_worker()
+    message = doomed.send_with_options(args=({"device_id": "d1"},), key="d1")
+    wait_for(lambda: len(env.dead_letters()) == 1, message="a dead letter")
+    (letter,) = env.dead_letters()
+    assert len(calls) == 3  # the first attempt and two retries
+    assert letter["exception.type"] == "builtins.ValueError"
+    assert letter["exception.message"] == "bad things"
+    assert "Traceback" in letter["exception.traceback"] and "bad things" in letter["exception.traceback"]
+    assert letter["attempts"] == "3"
+    assert letter["actor"] == "doomed" and letter["message_id"] == message.message_id
+    assert letter["original.topic"] == env.topic
+    assert letter["raw_key"] == b"d1" and letter["raw_value"] == message.encode()  # original, unchanged
+    partition, offset = int(letter["original.partition"]), int(letter["original.offset"])
+    wait_for(lambda: env.committed().get(partition) == offset + 1, message="source offset committed")
+    assert letter["worker.host"] and letter["failed_at"] and letter["original.timestamp_ms"]
+
+
+@pytest.mark.parametrize("raise_what", ["throws", "unknown_actor"])
+def test_throws_and_unknown_actors_are_dead_lettered_without_retries(env, raise_what):
+    calls = []
+
+    @actor(broker=env.broker, topic=env.topic, throws=(KeyError,), min_backoff=10)
+    def strict():
+        calls.append(1)
+        raise KeyError("missing")
+
+    env.start_worker()
+    if raise_what == "throws":
+        strict.send()
+        expected = "builtins.KeyError"
+    else:
+        ghost = strict.message().copy(actor_name="ghost")
+        env.broker.enqueue(ghost)
+        expected = "broker.errors.ActorNotFound"
+    wait_for(lambda: len(env.dead_letters()) == 1)
+    assert env.dead_letters()[0]["exception.type"] == expected
+    assert len(calls) == (1 if raise_what == "throws" else 0)
+
+
+def test_undecodable_messages_are_dead_lettered_and_the_partition_moves_on(env):
+    seen = []
+
+    @actor(broker=env.broker, topic=env.topic)
+    def note(n):
+        seen.append(n)
+
+    env.start_worker()
+    env.produce_raw(b"\xff not json", key=b"same")
+    note.send_with_options(args=(1,), key="same")  # same key: same partition, after the bad one
+    wait_for(lambda: seen == [1], message=str(seen))
+    letters = wait_for(lambda: env.dead_letters())
+    assert letters[0]["exception.type"] == "broker.errors.DecodeError"
+    assert letters[0]["raw_value"] == b"\xff not json"
+    assert letters[0]["attempts"] == "0"
+
+
+def test_messages_with_the_same_key_run_in_order_under_concurrency(env):
+    seen: dict[str, list[int]] = defaultdict(list)
+    running: set[str] = set()
+    overlap = []
+    lock = threading.Lock()
+
+    @actor(broker=env.broker, topic=env.topic, max_retries=1, min_backoff=20)
+    def step(key, n):
+        with lock:
+            if key in running:
+                overlap.append((key, n))
+            running.add(key)
+        try:
+            if n % 17 == 0 and (key, n) not in failed_once:
+                failed_once.add((key, n))
+                raise RuntimeError("fail once; the retry must still come before n+1")
+            time.sleep(0.001)
+            seen[key].append(n)
+        finally:
+            with lock:
+                running.discard(key)
+
+    failed_once: set[tuple[str, int]] = set()
+    keys = [f"device-{i}" for i in range(12)]
+    per_key = 40
+    step.send_many(step.message_with_options(args=(k, n), key=k) for n in range(per_key) for k in keys)
+    env.start_worker(worker_threads=8)
+    wait_for(lambda: sum(len(v) for v in seen.values()) == len(keys) * per_key, timeout=60)
+    assert all(seen[k] == list(range(per_key)) for k in keys), {k: v[:10] for k, v in seen.items()}
+    assert overlap == []
+
+
+def test_a_message_in_backoff_does_not_stall_other_keys(env):
+    done: list[str] = []
+    blocked_attempts = []
+
+    @actor(broker=env.broker, topic=env.topic, max_retries=1, min_backoff=3000)
+    def work(key):
+        if key == "slow":
+            blocked_attempts.append(time.monotonic())
+            if len(blocked_attempts) == 1:
+                raise RuntimeError("back off for 3 s")
+        done.append(key)
+
+    env.start_worker()
+    work.send_with_options(args=("slow",), key="slow")
+    wait_for(lambda: blocked_attempts, message="first attempt of the slow key")
+    started = time.monotonic()
+    others = [f"other-{i}" for i in range(30)]
+    work.send_many(work.message_with_options(args=(k,), key=k) for k in others)
+    wait_for(lambda: set(others) <= set(done), timeout=10)
+    assert time.monotonic() - started < 3, "other keys waited for the backoff"
+    assert "slow" not in done
+    wait_for(lambda: "slow" in done, timeout=10)
+
+
+def test_send_rejects_arguments_json_cannot_carry(env):
+    @actor(broker=env.broker, topic=env.topic)
+    def takes(x):
+        pass
+
+    from broker import EncodeError
+
+    with pytest.raises(EncodeError, match="not JSON-serializable"):
+        takes.send({1, 2})
+    with pytest.raises(EncodeError):
+        takes.send(float("nan"))
+
+
+def test_busy_partitions_are_paused_and_resumed_without_losing_messages(env):
+    """A small buffer forces pause/resume cycles (on Kafka this covers the fetcher workaround)."""
+    seen = []
+
+    @actor(broker=env.broker, topic=env.topic)
+    def slowish(n):
+        time.sleep(0.0005)
+        seen.append(n)
+
+    slowish.send_many((n,) for n in range(1500))
+    worker = env.start_worker(max_buffered_per_partition=20, worker_threads=2)
+    wait_for(lambda: len(seen) == 1500, timeout=60, message=f"{len(seen)} of 1500")
+    worker.join(timeout_ms=10_000)
+    assert sorted(seen) == list(range(1500))
+    assert env.committed() == env.end_offsets()

@@ -1,0 +1,187 @@
+"""worker.py as real processes on real Kafka: crashes, signals, rebalances, lag and dead letters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+from kafka.structs import OffsetAndMetadata
+from kafka.structs import TopicPartition as KTP
+
+from broker import BrokerUnavailable, KafkaBroker, Message
+from broker.brokers.kafka import client_options
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def proc_env(settings, make_topic, unique, redis_client, tmp_path):
+    """A topic, DLQ and group for one test, a producer of ``record`` messages and a worker launcher."""
+    topic = make_topic(partitions=3)
+    dlq = make_topic(partitions=3, name=f"dlq-{unique}")
+    group = f"test-group-{unique}"
+    broker = KafkaBroker(**settings.kafka_options, dead_letter_topic=dlq)
+    env = {**os.environ, "TEST_TOPIC": topic, "KAFKA_TOPIC_DLQ": dlq, "LOG_LEVEL": "INFO",
+           "POSTGRES_PASSWORD": settings.postgres_password, "REDIS_URL": settings.redis_url,
+           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}  # fmt: skip
+    procs: list[subprocess.Popen] = []
+
+    class Env:
+        pass
+
+    e = Env()
+    e.topic, e.dlq, e.group, e.broker, e.env = topic, dlq, group, broker, env
+
+    def send(n: int, keys: int = 10, sleep_ms: int = 0) -> set[str]:
+        messages = [
+            Message(actor_name="record", topic=topic, args=(f"k{i % keys}", i, sleep_ms), key=f"k{i % keys}")
+            for i in range(n)
+        ]
+        broker.enqueue_many(messages)
+        return {f"k{i % keys}:{i}" for i in range(n)}
+
+    def start(*extra: str) -> subprocess.Popen:
+        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "worker.py", "run", "tests.broker.process_actors", "--group", group,
+             "--topics", topic, "--threads", "4", "--shutdown-timeout", "10000", *extra],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    def seen() -> list[str]:
+        return [v.decode() for v in redis_client.lrange(f"{topic}:seen", 0, -1)]
+
+    def started() -> list[str]:
+        return [v.decode() for v in redis_client.lrange(f"{topic}:started", 0, -1)]
+
+    def logs() -> str:
+        return "\n".join(p.read_text() for p in sorted(tmp_path.glob("worker-*.log")))
+
+    def log_of(index: int) -> str:
+        path = tmp_path / f"worker-{index}.log"
+        return path.read_text() if path.exists() else ""
+
+    e.send, e.start, e.seen, e.started, e.logs, e.log_of = send, start, seen, started, logs, log_of
+    yield e
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    broker.close()
+    redis_client.delete(f"{topic}:seen", f"{topic}:started")
+
+
+def committed_total(kafka_admin, group: str, topic: str) -> int:
+    offsets = kafka_admin.list_group_offsets({group: None}).get(group, {})
+    return sum(m.offset for tp, m in offsets.items() if tp.topic == topic)
+
+
+def test_kill_9_mid_work_then_restart_processes_every_message_at_least_once(proc_env):
+    expected = proc_env.send(300, keys=10, sleep_ms=10)
+    worker = proc_env.start()
+    wait_for(lambda: len(proc_env.seen()) >= 40, timeout=60, message="some progress")
+    worker.kill()  # SIGKILL: no drain, no commit
+    worker.wait()
+    assert len(set(proc_env.seen())) < len(expected), "the crash should interrupt the work"
+    proc_env.start()
+    wait_for(lambda: set(proc_env.seen()) >= expected, timeout=90, message="every message after restart")
+
+
+def test_sigterm_finishes_running_messages_commits_and_exits(proc_env, kafka_admin):
+    expected = proc_env.send(200, keys=10, sleep_ms=30)
+    worker = proc_env.start()
+    wait_for(lambda: len(proc_env.seen()) >= 30, timeout=60)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    started, seen = proc_env.started(), proc_env.seen()
+    assert sorted(started) == sorted(seen), "a message that started was not finished"
+    committed = committed_total(kafka_admin, proc_env.group, proc_env.topic)
+    assert 30 <= committed <= len(seen)  # committed what finished, never past unfinished work
+    assert "worker stopped" in proc_env.logs()
+    proc_env.start()
+    wait_for(lambda: set(proc_env.seen()) >= expected, timeout=90)
+
+
+def test_two_processes_share_partitions_and_a_third_joining_rebalances_without_loss(proc_env, kafka_admin):
+    expected = proc_env.send(600, keys=30, sleep_ms=10)
+    proc_env.start("--processes", "2")
+
+    def members() -> int:
+        group = kafka_admin.describe_groups([proc_env.group]).get(proc_env.group) or {}
+        return len(group.get("members") or [])
+
+    wait_for(lambda: members() == 2, timeout=60, message="two members")
+    wait_for(lambda: len(proc_env.seen()) >= 100, timeout=60)
+    proc_env.start()  # a third member joins while work is flowing
+    wait_for(lambda: '"partitions assigned", "partitions": ["' in proc_env.log_of(1), timeout=60,
+             message="the third member got partitions")  # fmt: skip
+    expected |= proc_env.send(300, keys=30, sleep_ms=10)
+    wait_for(lambda: set(proc_env.seen()) >= expected, timeout=120, message="nothing lost across the rebalance")
+    assert '"partitions revoked"' in proc_env.log_of(0), "the first members gave partitions up cleanly"
+    assert members() == 3
+
+
+def test_lag_command_reports_the_true_lag(proc_env, settings):
+    proc_env.send(50, keys=5)
+    consumer = KafkaConsumer(**client_options(**settings.kafka_options), group_id=proc_env.group,
+                             enable_auto_commit=False)  # fmt: skip
+    consumer.commit({KTP(proc_env.topic, 0): OffsetAndMetadata(3, "", -1)})
+    consumer.close()
+    out = subprocess.run(
+        [sys.executable, "worker.py", "lag", "tests.broker.process_actors", "--group", proc_env.group],
+        cwd=ROOT, env=proc_env.env, capture_output=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    report = json.loads(out)
+    assert report["group"] == proc_env.group
+    assert report["total_lag"] == 50 - 3
+    by_partition = {p["partition"]: p for p in report["partitions"]}
+    assert by_partition[0]["committed"] == 3
+    assert sum(p["end"] for p in report["partitions"]) == 50
+
+
+def test_dead_letters_can_be_listed_and_replayed_once_the_cause_is_fixed(proc_env, redis_client):
+    broken = f"{proc_env.topic}:broken"
+    redis_client.set(broken, 1, ex=300)
+    try:
+        proc_env.broker.enqueue(Message(actor_name="guarded", topic=proc_env.topic, args=("secret-arg", 1), key="k"))
+        proc_env.start()
+
+        def run(*args: str) -> str:
+            return subprocess.run(
+                [sys.executable, "worker.py", "dlq", *args], cwd=ROOT, env=proc_env.env, capture_output=True,
+                check=True, timeout=60, text=True,
+            ).stdout  # fmt: skip
+
+        listing = wait_for(lambda: run("list"), timeout=60, message="a dead letter")
+        (letter,) = [json.loads(line) for line in listing.splitlines()]
+        assert letter["actor"] == "guarded"
+        assert letter["exception.type"] == "builtins.RuntimeError"
+        assert letter["original.topic"] == proc_env.topic
+        assert "secret-arg" not in listing  # arguments (payloads) are never printed
+    finally:
+        redis_client.delete(broken)
+
+    first = json.loads(run("replay"))
+    assert first["replayed"] == 1
+    wait_for(lambda: proc_env.seen() == ["secret-arg:1"], timeout=60, message="the replayed message ran")
+    second = json.loads(run("replay"))
+    assert second["replayed"] == 0  # nothing new arrived: replaying twice in a row is a no-op
+
+
+def test_sending_fails_fast_when_kafka_is_unreachable():
+    broker = KafkaBroker(bootstrap_servers="127.0.0.1:1", send_timeout_ms=1000)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        broker.enqueue(Message(actor_name="a", topic="t"))
+    assert time.monotonic() - started < 5
