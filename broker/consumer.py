@@ -34,6 +34,9 @@ class Revocation(Protocol):
     def offsets(self) -> dict[TopicPartition, int]:
         """What to commit for the revoked partitions (next offsets to read)."""
 
+    def resume_positions(self) -> dict[TopicPartition, int]:
+        """The first unfinished offset of each revoked partition, to fetch from if it comes back."""
+
     def done(self, committed: dict[TopicPartition, int]) -> None:
         """Forget the partitions; ``committed`` is what was actually committed."""
 
@@ -42,8 +45,10 @@ class RebalanceListener(Protocol):
     """Implemented by the worker; called by consumers during rebalances.
 
     On revocation a consumer calls :meth:`revoke_partitions`, waits (without blocking its
-    heartbeats) while ``busy()`` up to ``revoke_timeout_s``, commits ``offsets()`` and calls
-    ``done()``. Lost partitions are already owned by another member: nothing is committed.
+    heartbeats) while ``busy()`` up to ``revoke_timeout_s``, commits ``offsets()``, moves its
+    fetch positions back to ``resume_positions()`` (a partition that stays with this member must
+    not skip records the worker dropped) and calls ``done()``. Lost partitions are already
+    owned by another member: nothing is committed.
     """
 
     revoke_timeout_s: float

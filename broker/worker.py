@@ -93,6 +93,18 @@ class Revocation:
         with self._worker._lock:
             return _committable(self._states)
 
+    def resume_positions(self) -> dict[TopicPartition, int]:
+        """Where to fetch from if a partition comes back to this member: the first offset that is
+        not finished. Records fetched but dropped by the revocation are read again, not skipped."""
+        with self._worker._lock:
+            positions = {}
+            for s in self._states:
+                if s.pending:
+                    positions[s.tp] = s.pending[0]
+                elif s.next_commit is not None:
+                    positions[s.tp] = s.next_commit
+            return positions
+
     def done(self, committed: dict[TopicPartition, int]) -> None:
         with self._worker._changed:
             for state in self._states:

@@ -195,6 +195,11 @@ class _ListenerAdapter(AsyncConsumerRebalanceListener):
         self.listener = listener
 
     async def on_partitions_assigned(self, assigned: Iterable[KafkaTopicPartition]) -> None:
+        # kafka-python keeps the paused flag of partitions that stay assigned across a rebalance,
+        # but the worker starts each assignment afresh (unpaused): make the two agree.
+        assigned = list(assigned)
+        if assigned:
+            self.consumer.kafka.resume(*assigned)
         self.listener.on_partitions_assigned({TopicPartition(tp.topic, tp.partition) for tp in assigned})
 
     async def on_partitions_revoked(self, revoked: Iterable[KafkaTopicPartition]) -> None:
@@ -213,6 +218,10 @@ class _ListenerAdapter(AsyncConsumerRebalanceListener):
                 committed = offsets
             except Exception as exc:  # the next owner re-reads from the last commit: duplicates, no loss
                 log.warning("commit on revocation failed", extra={"error": str(exc)})
+        # kafka-python keeps the fetch position of partitions that stay assigned; rewind them past
+        # nothing the worker has not finished.
+        for (topic, partition), offset in revocation.resume_positions().items():
+            self.consumer.kafka.seek(KafkaTopicPartition(topic, partition), offset)
         revocation.done(committed)
 
     async def on_partitions_lost(self, lost: Iterable[KafkaTopicPartition]) -> None:

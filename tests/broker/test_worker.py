@@ -192,3 +192,20 @@ def test_busy_partitions_are_paused_and_resumed_without_losing_messages(env):
     worker.join(timeout_ms=10_000)
     assert sorted(seen) == list(range(1500))
     assert env.committed() == env.end_offsets()
+
+
+def test_a_member_joining_while_partitions_are_paused_loses_nothing(env):
+    """Partitions paused for backpressure and kept across a rebalance must start fetching again."""
+    seen = []
+
+    @actor(broker=env.broker, topic=env.topic)
+    def slow(n):
+        time.sleep(0.02)
+        seen.append(n)
+
+    slow.send_many((n,) for n in range(600))
+    env.start_worker(max_buffered_per_partition=5, worker_threads=2)
+    wait_for(lambda: len(seen) >= 30, timeout=30)
+    env.start_worker(max_buffered_per_partition=5, worker_threads=2)  # rebalance while paused
+    wait_for(lambda: len(set(seen)) == 600, timeout=90, message="all 600 processed")
+    wait_for(lambda: env.committed() == env.end_offsets(), timeout=30, message="everything committed")
