@@ -13,3 +13,11 @@ keepalive = 75  # above the ALB's 60 s idle timeout, so the ALB closes first
 preload_app = False
 accesslog = None  # the app logs one JSON line per request itself
 errorlog = "-"
+
+
+def child_exit(server, worker):
+    """Drop an exited worker's live gauges from the shared Prometheus directory."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

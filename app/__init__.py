@@ -1,26 +1,104 @@
 """The HTTP service: a Flask application factory.
 
 Modules never import an application object; they use ``current_app``. Extensions are created
-unbound in :mod:`app.extensions` and bound here.
+unbound in :mod:`app.extensions` and bound here. Connections (DB pool, Redis, Kafka producer) are
+created per process by the factory, which gunicorn calls in each worker after fork.
 """
 
 from __future__ import annotations
 
+import redis
+from cachelib.serializers import JSONSerializer
 from flask import Flask
 
+from broker import Broker, KafkaBroker, set_broker
+from core.cache import ResourceCache
+from core.db import make_engine
 from core.settings import Settings, load_settings
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the API. ``settings`` defaults to the process environment (validated)."""
+def create_app(settings: Settings | None = None, *, broker: Broker | None = None) -> Flask:
+    """Build the API. ``settings`` default to the environment; ``broker`` to Kafka from settings."""
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    register_services(app, settings, broker)
+    register_extensions(app, settings)
     register_blueprints(app)
+    register_errorhandlers(app)
+    register_request_hooks(app)
+    register_commands(app)
     return app
 
 
-def register_blueprints(app: Flask) -> None:
-    from app.health import blueprint as health
+def register_services(app: Flask, settings: Settings, broker: Broker | None) -> None:
+    from app.services import Services
 
-    app.register_blueprint(health)
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+    )
+    broker = broker or KafkaBroker(
+        **settings.kafka_options,
+        dead_letter_topic=settings.kafka_topic_dlq,
+        send_timeout_ms=settings.kafka_send_timeout_ms,
+    )
+    set_broker(broker)  # process_event.send() goes through the global broker
+    app.extensions["device_backend"] = Services(
+        engine=make_engine(settings),
+        redis=client,
+        resource_cache=ResourceCache(client, settings.cache_ttl_seconds),
+        broker=broker,
+    )
+
+
+def register_extensions(app: Flask, settings: Settings) -> None:
+    from app.auth import configure_jwt
+    from app.extensions import cache
+
+    configure_jwt(app, settings)
+    cache.init_app(
+        app,
+        config={
+            "CACHE_TYPE": "RedisCache",
+            "CACHE_REDIS_HOST": app.extensions["device_backend"].redis,  # share the client and its pool
+            "CACHE_KEY_PREFIX": "",  # keys are exactly resource:{id}; never call cache.clear() (FLUSHDB)
+            "CACHE_SERIALIZER": _JSONSerializer,  # plain JSON, never pickle (a class, not a dotted string)
+            "CACHE_DEFAULT_TIMEOUT": settings.cache_ttl_seconds,
+        },
+    )
+
+
+class _JSONSerializer(JSONSerializer):
+    """cachelib's JSON serializer, minus a warning on every cache miss (it is handed ``None``)."""
+
+    def loads(self, bvalue, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None if bvalue is None else super().loads(bvalue, *args, **kwargs)
+
+
+def register_blueprints(app: Flask) -> None:
+    from app import events, health, metrics, openapi, resources
+
+    for module in (health, events, resources, metrics, openapi):
+        app.register_blueprint(module.blueprint)
+    app.extensions["openapi"] = openapi.build_spec()
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app.errors import register_errorhandlers as register
+
+    register(app)
+
+
+def register_request_hooks(app: Flask) -> None:
+    from app.requestlog import register_request_hooks as register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    from app.commands import register_commands as register
+
+    register(app)

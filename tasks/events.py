@@ -26,18 +26,19 @@ EVENTS_TOPIC = "events-input"
     throws=(KeyError, TypeError),  # a malformed event will not get better by retrying
 )
 def process_event(event: dict[str, Any]) -> None:
-    """Store ``event`` (audit row + newest-wins upsert), then write the resource through to Redis.
+    """Store ``event`` (audit row + newest-wins upsert), then invalidate the cached resource.
 
     Idempotent: a redelivered or replayed event changes nothing. If Redis is down the database
-    write stands and the cache catches up within its TTL (logged, not retried).
+    write stands and a stale entry lives at most its TTL (logged, not retried: retrying cannot
+    reach Redis either, and the event itself is safely stored).
     """
     res = resources()
     result = apply_event(res.engine, event)
     if result.record is not None:
         try:
-            res.cache.store(result.record, writer=True)
+            res.cache.invalidate(result.record)
         except redis.RedisError as exc:
-            log.warning("cache write failed", extra={"device_id": event["device_id"], "error": str(exc)})
+            log.warning("cache invalidation failed", extra={"device_id": event["device_id"], "error": str(exc)})
     log.info(
         "Processed message",
         extra={"device_id": event["device_id"], "request_id": event["request_id"], "applied": result.applied},

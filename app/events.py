@@ -1,0 +1,51 @@
+"""``POST /events``: validate, enrich, enqueue ``process_event`` on Kafka, answer 202 once acked."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, current_app, g, request
+from flask.typing import ResponseReturnValue
+from flask_jwt_extended import get_jwt_identity
+from marshmallow import ValidationError
+
+from app.auth import roles_required
+from app.errors import error_response
+from app.schemas import event_schema
+from broker import BrokerUnavailable
+from tasks import process_event
+
+blueprint = Blueprint("events", __name__)
+RETRY_AFTER_SECONDS = "5"
+
+
+@blueprint.post("/events")
+@roles_required("device", "admin")
+def post_event() -> ResponseReturnValue:
+    if not request.is_json:
+        return error_response(415, "unsupported_media_type", "send the event as application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        return error_response(400, "bad_request", "the body is not valid JSON")
+    if not isinstance(body, dict):
+        return error_response(422, "validation_error", "the body must be a JSON object")
+    try:
+        data = event_schema.load(body)
+    except ValidationError as exc:
+        return error_response(422, "validation_error", "the event is invalid", fields=exc.normalized_messages())
+
+    event = {
+        "request_id": g.request_id,
+        "device_id": data["device_id"],
+        "user_id": get_jwt_identity(),
+        "received_at": dt.datetime.now(dt.UTC).isoformat(),
+        "payload": data["payload"],
+    }
+    try:
+        process_event.send_with_options(args=(event,), key=data["device_id"], headers={"request_id": g.request_id})
+    except BrokerUnavailable as exc:
+        current_app.logger.warning("event not accepted: Kafka unavailable", extra={"error": str(exc)})
+        response, status = error_response(503, "unavailable", "the event queue is unavailable; retry later")
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response, status
+    return {"request_id": g.request_id, "status": "accepted"}, 202

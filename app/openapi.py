@@ -1,0 +1,71 @@
+"""``/openapi.json``, generated once per process from the marshmallow schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, current_app
+
+from app.schemas import AcceptedSchema, ErrorSchema, EventSchema, ResourceSchema
+
+blueprint = Blueprint("openapi", __name__)
+
+
+def build_spec() -> dict[str, Any]:
+    spec = APISpec(title="device-backend", version="1.0.0", openapi_version="3.0.3", plugins=[MarshmallowPlugin()])
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    for name, schema in (("Event", EventSchema), ("Accepted", AcceptedSchema), ("Resource", ResourceSchema),
+                         ("Error", ErrorSchema)):  # fmt: skip
+        spec.components.schema(name, schema=schema)
+
+    def error(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": "Error"}}}
+
+    auth_errors = {"401": error("missing or invalid token"), "403": error("token lacks the role")}
+    spec.path(
+        path="/events",
+        operations={
+            "post": {
+                "summary": "Submit a device event (roles: device, admin)",
+                "security": [{"bearer": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": "Event"}}},
+                "responses": {
+                    "202": {"description": "accepted: stored in Kafka",
+                            "content": {"application/json": {"schema": "Accepted"}}},
+                    "400": error("body is not JSON"), **auth_errors, "413": error("body too large"),
+                    "415": error("not application/json"), "422": error("invalid event"),
+                    "503": error("Kafka unavailable; retry after Retry-After seconds"),
+                },
+            }
+        },
+    )  # fmt: skip
+    spec.path(
+        path="/resource/{resource_id}",
+        operations={
+            "get": {
+                "summary": "Read a device's current state (roles: user, device, admin)",
+                "security": [{"bearer": []}],
+                "parameters": [{"name": "resource_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "the resource; X-Cache tells HIT or MISS",
+                            "content": {"application/json": {"schema": "Resource"}}},
+                    "400": error("invalid id"), **auth_errors, "404": error("no such resource"),
+                },
+            }
+        },
+    )  # fmt: skip
+    spec.path(
+        path="/healthz", operations={"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}}
+    )
+    readiness = {"200": {"description": "ready"}, "503": {"description": "a dependency is down"}}
+    spec.path(
+        path="/readyz", operations={"get": {"summary": "Readiness of PostgreSQL, Redis, Kafka", "responses": readiness}}
+    )
+    return spec.to_dict()
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    return current_app.extensions["openapi"]

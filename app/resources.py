@@ -1,0 +1,52 @@
+"""``GET /resource/<id>``: read-through cache (Redis via flask-caching), PostgreSQL on a miss."""
+
+from __future__ import annotations
+
+import re
+
+import redis
+from flask import Blueprint
+from flask.typing import ResponseReturnValue
+
+from app.auth import roles_required
+from app.errors import error_response
+from app.extensions import cache
+from app.metrics import CACHE
+from app.schemas import ID_PATTERN
+from app.services import services
+from core.cache import cache_key
+from core.resources import get_resource
+
+blueprint = Blueprint("resources", __name__)
+_valid_id = re.compile(ID_PATTERN).match
+
+
+@blueprint.get("/resource/<resource_id>")
+@roles_required("user", "device", "admin")
+def read_resource(resource_id: str) -> ResponseReturnValue:
+    if not _valid_id(resource_id):
+        return error_response(400, "bad_request", "resource ids are 1-128 letters, digits or ._:-")
+    svc = services()
+    use_cache = svc.redis_available()
+    if use_cache:
+        try:
+            cached = cache.get(cache_key(resource_id))
+        except redis.RedisError as exc:
+            svc.redis_failed(exc)
+            CACHE.labels("error").inc()
+            use_cache, cached = False, None
+        if cached is not None:
+            CACHE.labels("hit").inc()
+            return cached, 200, {"X-Cache": "HIT"}
+        if use_cache:
+            CACHE.labels("miss").inc()
+
+    record = get_resource(svc.engine, resource_id)
+    if record is None:
+        return error_response(404, "not_found", f"no resource {resource_id!r}")
+    if use_cache:
+        try:
+            svc.resource_cache.fill(record)  # versioned: never puts back a version older than the fence
+        except redis.RedisError as exc:
+            svc.redis_failed(exc)
+    return record.to_json(), 200, {"X-Cache": "MISS"}

@@ -1,0 +1,69 @@
+"""API fixtures: the app on real Kafka/PostgreSQL/Redis, a client, and a token factory."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import jwt as pyjwt
+import pytest
+from sqlalchemy import text
+
+from app import create_app
+from broker import KafkaBroker
+from core import migrate, runtime
+from core.cache import FENCE_SUFFIX, cache_key
+
+
+@pytest.fixture(scope="session", autouse=True)
+def schema(settings) -> None:
+    migrate.upgrade(settings.database_url)
+
+
+@pytest.fixture(scope="session")
+def api_broker(settings) -> Iterator[KafkaBroker]:
+    broker = KafkaBroker(**settings.kafka_options, send_timeout_ms=3000)
+    yield broker
+    broker.close()
+
+
+@pytest.fixture(scope="session")
+def app(settings, api_broker):
+    return create_app(settings, broker=api_broker)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def task_runtime(settings):
+    """What worker.py sets up before running process_event in this process."""
+    return runtime.configure(settings)
+
+
+@pytest.fixture
+def make_token(settings):
+    def make(roles=("device", "user"), sub="device-tester", expires_in=3600, key=None, algorithm="HS256", **claims):
+        payload = {"sub": sub, "roles": list(roles), "exp": dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in)}
+        payload.update(claims)
+        return pyjwt.encode(payload, key or settings.jwt_secret, algorithm=algorithm)
+
+    return make
+
+
+@pytest.fixture
+def auth(make_token):
+    return {"Authorization": f"Bearer {make_token()}"}
+
+
+@pytest.fixture
+def device_id(unique, db_engine, redis_client) -> Iterator[str]:
+    """A device id of this test's own; its rows and cache keys are removed afterwards."""
+    device = f"device-{unique}"
+    yield device
+    with db_engine.begin() as conn:
+        conn.execute(text("DELETE FROM events WHERE device_id = :d"), {"d": device})
+        conn.execute(text("DELETE FROM resources WHERE id = :d"), {"d": device})
+    redis_client.delete(cache_key(device), cache_key(device) + FENCE_SUFFIX)

@@ -1,0 +1,100 @@
+"""Authentication, roles and request validation, through the Flask test client."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+EVENT = {"device_id": "device-123", "payload": {"status": "online", "temp_c": 37.2}}
+
+
+def _alg_none_token() -> str:
+    def b64(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'sub': 'x', 'roles': ['admin'], 'exp': 4102444800})}."
+
+
+CASES = {
+    "no token": (None, 401),
+    "garbage": ("not-a-jwt", 401),
+    "alg none": ("ALG_NONE", 401),
+    "wrong key": ({"key": "another-secret-that-is-long-enough"}, 401),
+    "expired": ({"expires_in": -60}, 401),
+    "no roles": ({"roles": []}, 403),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("method, path", [("post", "/events"), ("get", "/resource/device-123")])
+def test_authentication_failures_are_json_401_and_missing_roles_403(client, make_token, case, method, path):
+    spec, status = CASES[case]
+    headers = {}
+    if spec == "ALG_NONE":
+        headers["Authorization"] = f"Bearer {_alg_none_token()}"
+    elif isinstance(spec, str):
+        headers["Authorization"] = f"Bearer {spec}"
+    elif isinstance(spec, dict):
+        headers["Authorization"] = f"Bearer {make_token(**spec)}"
+    response = getattr(client, method)(path, json=EVENT if method == "post" else None, headers=headers)
+    assert response.status_code == status
+    assert response.is_json and set(response.json) >= {"error", "message"}
+
+
+@pytest.mark.parametrize(
+    "roles, post_status, get_status",
+    [
+        (["device"], 202, 404),
+        (["admin"], 202, 404),
+        (["user"], 403, 404),
+        (["analyst"], 403, 403),
+    ],
+)
+def test_roles_are_enforced_per_endpoint(client, make_token, roles, post_status, get_status, device_id):
+    headers = {"Authorization": f"Bearer {make_token(roles=roles)}"}
+    assert client.post("/events", json={**EVENT, "device_id": device_id}, headers=headers).status_code == post_status
+    assert client.get(f"/resource/{device_id}-absent", headers=headers).status_code == get_status
+
+
+@pytest.mark.parametrize(
+    "body, content_type, status, field",
+    [
+        ("not json", "application/json", 400, None),
+        ('{"device_id": "d"}', "text/plain", 415, None),
+        ("[1, 2]", "application/json", 422, None),
+        ('{"payload": {}}', "application/json", 422, "device_id"),
+        ('{"device_id": "d"}', "application/json", 422, "payload"),
+        ('{"device_id": "", "payload": {}}', "application/json", 422, "device_id"),
+        ('{"device_id": "has space", "payload": {}}', "application/json", 422, "device_id"),
+        ('{"device_id": "' + "x" * 129 + '", "payload": {}}', "application/json", 422, "device_id"),
+        ('{"device_id": 7, "payload": {}}', "application/json", 422, "device_id"),
+        ('{"device_id": "d", "payload": [1]}', "application/json", 422, "payload"),
+        ('{"device_id": "d", "payload": {}, "extra": 1}', "application/json", 422, "extra"),
+    ],
+)
+def test_bad_bodies_get_clear_errors(client, auth, body, content_type, status, field):
+    response = client.post("/events", data=body, headers={**auth, "Content-Type": content_type})
+    assert response.status_code == status, response.json
+    assert response.is_json and response.json["error"] and response.json["message"]
+    if field:
+        assert field in response.json["fields"]
+
+
+def test_bodies_over_the_limit_get_413(client, auth, settings):
+    big = json.dumps({"device_id": "d", "payload": {"blob": "x" * settings.max_body_bytes}})
+    response = client.post("/events", data=big, headers={**auth, "Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.is_json and response.json["error"]
+
+
+def test_invalid_resource_ids_get_400_and_unknown_ones_404(client, auth):
+    assert client.get("/resource/bad%20id", headers=auth).status_code == 400
+    missing = client.get("/resource/never-seen-device", headers=auth)
+    assert missing.status_code == 404 and missing.json["error"] == "not_found"
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    assert client.get("/nope").json["error"] == "not_found"
+    assert client.put("/events").status_code == 405 and client.put("/events").is_json
