@@ -12,7 +12,8 @@ export APP_ENV ?= development
 export POSTGRES_PASSWORD ?= apppass
 export JWT_SECRET ?= local-dev-secret
 
-.PHONY: run test up down status venv migrate lint format bench clean
+.PHONY: run test up down status venv migrate lint format bench clean token
+comma := ,
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -48,6 +49,10 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# A local JWT (HS256, JWT_SECRET): export JWT_TOKEN=$$(make -s token SUB=device-tester ROLES=device,user)
+token: venv
+	@LOG_LEVEL=WARNING $(VENV)/bin/flask --app wsgi token --sub $(or $(SUB),device-tester) --roles $(or $(ROLES),device$(comma)user) 2>/dev/null
 
 bench: up
 	$(PY) bench/enqueue_drain.py

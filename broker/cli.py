@@ -142,8 +142,12 @@ def supervise(args: argparse.Namespace) -> int:
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="worker-metrics-"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = env["PROMETHEUS_MULTIPROC_DIR"]
         _serve_metrics(args.metrics_port, multiprocess=True)
-    # own sessions: a terminal's Ctrl-C reaches only this parent, which forwards one signal
-    children = [subprocess.Popen(child_argv, env=env, start_new_session=True) for _ in range(args.processes)]
+    # own sessions: a terminal's Ctrl-C reaches only this parent, which forwards one signal;
+    # and if this parent dies without forwarding (SIGKILL, OOM), the children drain and exit.
+    children = [
+        subprocess.Popen(child_argv, env=env, start_new_session=True, preexec_fn=_terminate_with_parent)
+        for _ in range(args.processes)
+    ]
 
     def forward(signum: int, frame: Any) -> None:
         for child in children:
@@ -154,6 +158,17 @@ def supervise(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
     return max(codes, default=0)
+
+
+def _terminate_with_parent() -> None:
+    """In a child, before exec: ask Linux to send SIGTERM when the parent process dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: children then outlive a killed parent
+        pass
 
 
 def _serve_metrics(port: int, multiprocess: bool = False) -> None:

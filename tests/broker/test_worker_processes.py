@@ -74,8 +74,13 @@ def proc_env(settings, make_topic, unique, redis_client, tmp_path):
 
     e.send, e.start, e.seen, e.started, e.logs, e.log_of = send, start, seen, started, logs, log_of
     yield e
-    for proc in procs:
+    for proc in procs:  # SIGTERM: a supervisor forwards it to its children
         if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
     broker.close()
@@ -130,6 +135,19 @@ def test_two_processes_share_partitions_and_a_third_joining_rebalances_without_l
     wait_for(lambda: set(proc_env.seen()) >= expected, timeout=120, message="nothing lost across the rebalance")
     assert '"partitions revoked"' in proc_env.log_of(0), "the first members gave partitions up cleanly"
     assert members() == 3
+
+
+def test_children_leave_the_group_when_their_supervisor_is_killed(proc_env, kafka_admin):
+    supervisor = proc_env.start("--processes", "2")
+
+    def members() -> int:
+        group = kafka_admin.describe_groups([proc_env.group]).get(proc_env.group) or {}
+        return len(group.get("members") or [])
+
+    wait_for(lambda: members() == 2, timeout=60, message="two members")
+    supervisor.kill()  # SIGKILL: no chance to forward anything
+    supervisor.wait()
+    wait_for(lambda: members() == 0, timeout=60, message="orphaned children drained and left the group")
 
 
 def test_lag_command_reports_the_true_lag(proc_env, settings):

@@ -1,0 +1,179 @@
+"""The architecture document's "How to Test" walk-through against real processes: the API under
+gunicorn with gevent workers, and worker.py, both started as `make run` starts them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+from kafka import KafkaConsumer
+from kafka.structs import OffsetAndMetadata
+from kafka.structs import TopicPartition as KTP
+from sqlalchemy import text
+
+from broker.brokers.kafka import client_options
+from core.cache import FENCE_SUFFIX, cache_key
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_group_at_end(settings, group: str, topic: str) -> None:
+    """Commit the topic's end offsets for a new group, so its worker sees only this test's events."""
+    consumer = KafkaConsumer(**client_options(**settings.kafka_options), group_id=group, enable_auto_commit=False)
+    tps = [KTP(topic, p) for p in consumer.partitions_for_topic(topic)]
+    ends = consumer.end_offsets(tps)
+    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in ends.items()})
+    consumer.close()
+
+
+def http(method: str, url: str, token: str | None = None, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+@pytest.fixture(scope="module")
+def live(settings, tmp_path_factory) -> Iterator[dict]:
+    logs = tmp_path_factory.mktemp("live")
+    port, group = free_port(), f"e2e-{uuid.uuid4().hex[:8]}"
+    start_group_at_end(settings, group, "events-input")
+    metrics_dir = logs / "prometheus"
+    metrics_dir.mkdir()
+    env = {
+        **os.environ,
+        "APP_ENV": "development",
+        "JWT_SECRET": "local-dev-secret",
+        "POSTGRES_PASSWORD": settings.postgres_password,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "LOG_LEVEL": "INFO",
+    }
+    bin_dir = Path(sys.executable).parent
+    api_log, worker_log = open(logs / "api.log", "wb"), open(logs / "worker.log", "wb")  # noqa: SIM115
+    api = subprocess.Popen([str(bin_dir / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
+                           stdout=api_log, stderr=subprocess.STDOUT)  # fmt: skip
+    worker_env = {**env, "PROMETHEUS_MULTIPROC_DIR": ""}
+    worker = subprocess.Popen([sys.executable, "worker.py", "run", "--group", group], cwd=ROOT, env=worker_env,
+                              stdout=worker_log, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _alive(url), timeout=60, message="gunicorn answers /healthz")
+        yield {"url": url, "api_log": logs / "api.log", "worker_log": logs / "worker.log"}
+    finally:
+        for proc in (api, worker):
+            proc.terminate()
+        for proc in (api, worker):
+            proc.wait(timeout=60)
+
+
+def _alive(url: str) -> bool:
+    try:
+        return http("GET", f"{url}/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def test_the_documented_walk_through_works_end_to_end(live, db_engine, redis_client):
+    device = f"device-{uuid.uuid4().hex[:8]}"
+    # step 2: a token minted exactly as the document does
+    token = jwt.encode(
+        {"sub": "device-tester", "roles": ["device", "user"], "exp": dt.datetime.utcnow() + dt.timedelta(hours=1)},
+        "local-dev-secret",
+        algorithm="HS256",
+    )
+    try:
+        # step 3: produce an event
+        event = {"device_id": device, "payload": {"status": "online", "temp_c": 37.2}}
+        status, headers, body = http("POST", f"{live['url']}/events", token, event)
+        assert status == 202
+        accepted = json.loads(body)
+        assert set(accepted) == {"request_id", "status"} and accepted["status"] == "accepted"
+        assert uuid.UUID(accepted["request_id"]) and headers["X-Request-ID"] == accepted["request_id"]
+
+        # step 4: the worker processes it and says so (device and request id, never the payload)
+        def stored():
+            with db_engine.connect() as conn:
+                return conn.execute(text("SELECT payload, version FROM resources WHERE id = :d"), {"d": device}).first()
+
+        row = wait_for(stored, timeout=60, message="the worker stored the event")
+        assert row.payload == {"status": "online", "temp_c": 37.2} and row.version == 1
+        processed = wait_for(
+            lambda: [json.loads(line) for line in live["worker_log"].read_text().splitlines()
+                     if '"Processed message"' in line and device in line],
+            timeout=10,
+        )  # fmt: skip
+        assert processed[0]["device_id"] == device and processed[0]["request_id"] == accepted["request_id"]
+        assert "temp_c" not in live["worker_log"].read_text()
+
+        # step 5: the first read is a miss that fills Redis, the second a hit
+        first = http("GET", f"{live['url']}/resource/{device}", token)
+        second = http("GET", f"{live['url']}/resource/{device}", token)
+        assert (first[0], first[1]["X-Cache"]) == (200, "MISS")
+        assert (second[0], second[1]["X-Cache"]) == (200, "HIT")
+        record = json.loads(second[2])
+        assert record["id"] == device and record["payload"] == {"status": "online", "temp_c": 37.2}
+        assert record["version"] == 1 and record["updated_at"].endswith("Z")
+        assert json.loads(first[2]) == record
+
+        # step 6: PostgreSQL has the row (above); Redis holds plain JSON, not pickle
+        assert json.loads(redis_client.get(cache_key(device))) == record
+
+        # one JSON access line per request, with no token in it
+        api_lines = [json.loads(line) for line in live["api_log"].read_text().splitlines() if line.startswith("{")]
+        posted = [r for r in api_lines if r.get("request_id") == accepted["request_id"]]
+        assert posted and posted[0]["method"] == "POST" and posted[0]["status"] == 202 and posted[0]["duration_ms"] >= 0
+        assert token not in live["api_log"].read_text()
+    finally:
+        with db_engine.begin() as conn:
+            conn.execute(text("DELETE FROM events WHERE device_id = :d"), {"d": device})
+            conn.execute(text("DELETE FROM resources WHERE id = :d"), {"d": device})
+        redis_client.delete(cache_key(device), cache_key(device) + FENCE_SUFFIX)
+
+
+def test_metrics_count_requests_across_gunicorn_workers(live):
+    for _ in range(20):
+        http("GET", f"{live['url']}/healthz")
+    status, _, body = http("GET", f"{live['url']}/metrics")
+    assert status == 200
+    text_ = body.decode()
+    lines = [line for line in text_.splitlines() if line.startswith("http_requests_total{") and "/healthz" in line]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in lines) >= 20
+    assert "http_request_duration_seconds_bucket" in text_
+
+
+def test_readiness_and_openapi_are_served(live):
+    status, _, body = http("GET", f"{live['url']}/readyz")
+    assert status == 200 and json.loads(body)["checks"] == {"postgres": "ok", "redis": "ok", "kafka": "ok"}
+    status, _, body = http("GET", f"{live['url']}/openapi.json")
+    spec = json.loads(body)
+    assert status == 200 and spec["openapi"].startswith("3.")
+    assert {"/events", "/resource/{resource_id}"} <= set(spec["paths"])
+    assert set(spec["components"]["schemas"]["Event"]["properties"]) == {"device_id", "payload"}
