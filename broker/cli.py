@@ -1,7 +1,8 @@
 """Command line for workers and operators, given a function that builds the broker.
 
     run  [--processes N] [--threads M] [--topics T ...] [--group G] [--metrics-port P] [modules ...]
-    lag  [--group G] [--topics T ...]                   per-partition and total lag, as JSON
+    lag  [--group G] [--topics T ...] [--publish cloudwatch] [--interval S]
+                                                        per-partition and total lag, as JSON
     dlq list   [--limit N]                              dead letters as JSON lines (no arguments)
     dlq replay [--actor A] [--limit N]                  re-send dead letters to their topics
 
@@ -51,6 +52,9 @@ def make_parser(default_modules: Sequence[str]) -> argparse.ArgumentParser:
     lag.add_argument("modules", nargs="*", default=list(default_modules))
     lag.add_argument("--group", default=DEFAULT_GROUP)
     lag.add_argument("--topics", nargs="+", help="default: the actors' topics")
+    lag.add_argument("--publish", choices=["cloudwatch"], help="also send it as CloudWatch metrics")
+    lag.add_argument("--namespace", default="DeviceBackend/Kafka", help="CloudWatch namespace")
+    lag.add_argument("--interval", type=float, help="repeat every N seconds (until SIGTERM)")
 
     dlq = sub.add_parser("dlq", help="inspect or replay dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -75,8 +79,24 @@ def main(
             return supervise(args)
         return run_worker(broker_factory, args)
     if args.command == "lag":
-        return print_lag(broker_factory, args)
-    return dead_letters(broker_factory, args)
+        return print_lag(_quiet(broker_factory), args)
+    return dead_letters(_quiet(broker_factory), args)
+
+
+def _quiet(broker_factory: BrokerFactory) -> BrokerFactory:
+    def build() -> Broker:
+        broker = broker_factory()
+        _logs_to_stderr()
+        return broker
+
+    return build
+
+
+def _logs_to_stderr() -> None:
+    """Operator commands print JSON on stdout; keep log lines (JSON too) off it."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
 
 
 def _import_actors(broker_factory: BrokerFactory, modules: Sequence[str]) -> Broker:
@@ -191,8 +211,17 @@ def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
 
     broker = _import_actors(broker_factory, args.modules)
     topics = args.topics or sorted(broker.get_declared_topics())
-    print(json.dumps(consumer_lag(_client_options(broker), args.group, topics), indent=2))
-    return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    while True:
+        report = consumer_lag(_client_options(broker), args.group, topics)
+        if args.publish == "cloudwatch":
+            from broker.cloudwatch import publish_lag
+
+            report["published"] = publish_lag(report, namespace=args.namespace)
+        print(json.dumps(report, indent=None if args.interval else 2), flush=True)
+        if not args.interval or stop.wait(args.interval):
+            return 0
 
 
 def dead_letters(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:

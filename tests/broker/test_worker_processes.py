@@ -203,3 +203,41 @@ def test_sending_fails_fast_when_kafka_is_unreachable():
     with pytest.raises(BrokerUnavailable):
         broker.enqueue(Message(actor_name="a", topic="t"))
     assert time.monotonic() - started < 5
+
+
+def test_lag_is_published_to_cloudwatch_for_autoscaling(proc_env, settings):
+    """Against moto's CloudWatch in server mode: a real HTTP endpoint, read back with boto3."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    aws = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    try:
+        proc_env.send(12, keys=4)
+        out = subprocess.run(
+            [sys.executable, "worker.py", "lag", "tests.broker.process_actors", "--group", proc_env.group,
+             "--publish", "cloudwatch"],
+            cwd=ROOT, env={**proc_env.env, **aws}, capture_output=True, check=True, timeout=60, text=True,
+        ).stdout  # fmt: skip
+        assert json.loads(out)["published"] == 1 + 3  # the total and one per partition
+        cloudwatch = boto3.client("cloudwatch", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                                  aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+        now = time.time()
+        stats = cloudwatch.get_metric_statistics(
+            Namespace="DeviceBackend/Kafka", MetricName="ConsumerLag",
+            Dimensions=[{"Name": "ConsumerGroup", "Value": proc_env.group}],
+            StartTime=now - 600, EndTime=now + 600, Period=60, Statistics=["Maximum"],
+        )  # fmt: skip
+        assert [p["Maximum"] for p in stats["Datapoints"]] == [12.0]
+        partitions = cloudwatch.list_metrics(Namespace="DeviceBackend/Kafka", MetricName="PartitionLag")["Metrics"]
+        mine = [m for m in partitions if {"Name": "ConsumerGroup", "Value": proc_env.group} in m["Dimensions"]]
+        assert len(mine) == 3
+    finally:
+        server.stop()
