@@ -12,7 +12,7 @@ export APP_ENV ?= development
 export POSTGRES_PASSWORD ?= apppass
 export JWT_SECRET ?= local-dev-secret
 
-.PHONY: run test up down status venv migrate lint format bench clean token
+.PHONY: run test up down status venv tools migrate lint format bench clean token
 comma := ,
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -23,6 +23,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# actionlint (lints .github/workflows in the tests), built from its Go module
+ACTIONLINT := .stack/bin/actionlint
+$(ACTIONLINT):
+	@command -v go >/dev/null || { echo "make: installing Go for actionlint"; sudo -n true 2>/dev/null && S=sudo; $$S apt-get install -y -qq golang-go >/dev/null; }
+	GOTOOLCHAIN=auto GOBIN=$(CURDIR)/.stack/bin go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
+
+tools: $(ACTIONLINT)
 
 up: venv
 	scripts/stack up
@@ -39,7 +47,7 @@ migrate: up
 run: up migrate
 	scripts/run
 
-test: up
+test: up tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -1,0 +1,162 @@
+"""Static checks of what ships: Dockerfile, docker-compose.yml, GitHub workflows, ECS definitions.
+
+No Docker engine runs here, so compose is checked by parsing it (and with `docker compose
+config` where the plugin exists); workflows by actionlint; task definitions against the settings
+the code actually reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from broker.cloudwatch import DEFAULT_NAMESPACE, lag_metric_data
+from core.settings import ENV_VARIABLES
+
+ROOT = Path(__file__).resolve().parents[1]
+# read by gunicorn.conf.py / prometheus_client / boto3 rather than by Settings
+PROCESS_VARIABLES = {"WEB_CONCURRENCY", "WORKER_CONNECTIONS", "BIND", "PROMETHEUS_MULTIPROC_DIR"}
+SECRET_VARIABLES = {"POSTGRES_PASSWORD", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "JWT_SECRET"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_runs_the_documented_services_on_the_documented_ports(compose):
+    services = compose["services"]
+    assert {"postgres", "redis", "kafka", "kafka-ui", "api", "worker"} <= set(services)
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert "KAFKA_PROCESS_ROLES" in services["kafka"]["environment"]  # KRaft, no ZooKeeper
+    published = {name: {p.split(":")[0] for p in svc.get("ports", [])} for name, svc in services.items()}
+    assert published["api"] == {"8000"} and published["kafka-ui"] == {"8080"}
+    assert published["postgres"] == {"5432"} and published["redis"] == {"6379"} and published["kafka"] == {"9092"}
+
+
+def test_every_long_running_service_has_a_healthcheck_and_waits_for_healthy_dependencies(compose):
+    services = compose["services"]
+    one_shot = {name for name, svc in services.items() if svc.get("restart") == "no"}
+    assert one_shot == {"kafka-init", "migrate"}
+    for name, svc in services.items():
+        if name not in one_shot:
+            assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dependency, rule in (svc.get("depends_on") or {}).items():
+            expected = "service_completed_successfully" if dependency in one_shot else "service_healthy"
+            assert rule["condition"] == expected, f"{name} -> {dependency}"
+    for app in ("api", "worker"):
+        assert set(services[app]["depends_on"]) >= {"postgres", "redis", "kafka-init", "migrate"}
+    topics = services["kafka-init"]["command"][0]
+    assert "events-input:6" in topics and "events-dlq:6" in topics
+
+
+def test_compose_uses_only_variables_the_code_reads(compose):
+    for name in ("api", "worker", "migrate"):
+        env = set(compose["services"][name]["environment"])
+        assert env <= set(ENV_VARIABLES) | PROCESS_VARIABLES, env - set(ENV_VARIABLES)
+    assert compose["services"]["api"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+
+
+def test_docker_compose_config_accepts_the_file_when_the_plugin_exists():
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("docker compose plugin not installed (the YAML checks above still ran)")
+    subprocess.run([docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], check=True)
+
+
+def test_the_dockerfile_builds_small_non_root_images_for_both_services():
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+) AS (\w+)", text, flags=re.M)
+    assert [s for _, s in stages] == ["build", "runtime", "worker", "api"]
+    assert stages[0][0] == stages[1][0] == "python:3.11-slim"
+    assert "USER app" in text and "PYTHONUNBUFFERED=1" in text
+    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert (
+        "gunicorn -c gunicorn.conf.py wsgi:app" in text
+        and 'worker_class = "gevent"' in (ROOT / "gunicorn.conf.py").read_text()
+    )
+    assert '"python", "worker.py", "run"' in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".stack", "tests"} <= set(ignored)
+
+
+def test_github_workflows_pass_actionlint():
+    actionlint = ROOT / ".stack" / "bin" / "actionlint"
+    assert actionlint.exists(), "run `make tools` (make test does) to build actionlint"
+    result = subprocess.run([str(actionlint), "-color=false"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("service", ["api", "worker"])
+def test_deploy_workflows_build_push_and_roll_out_their_service(service):
+    text = (ROOT / ".github" / "workflows" / f"{service}-ci-cd.yml").read_text()
+    flow = yaml.safe_load(text)
+    assert flow[True]["push"]["branches"] == ["main"] and flow[True]["push"]["paths"]  # YAML 1.1: on -> True
+    steps = flow["jobs"]["deploy"]["steps"]
+    uses = [s.get("uses", "") for s in steps]
+    assert any(u.startswith("aws-actions/configure-aws-credentials") for u in uses)
+    assert any(u.startswith("aws-actions/amazon-ecs-deploy-task-definition") for u in uses)
+    assert f"--target {service}" in text and "github.sha" in text and ":latest" in text
+    assert f"deploy/ecs/{service}-task-definition.json" in text
+    assert "role-to-assume" in text and "id-token: write" in text  # OIDC supported
+    header = text.split("name:")[0]
+    for secret in ("AWS_REGION", "AWS_ROLE_ARN", "AWS_ACCESS_KEY_ID", "ECS_CLUSTER", f"ECS_SERVICE_{service.upper()}"):
+        assert secret in header
+    deploy = next(s for s in steps if s.get("uses", "").startswith("aws-actions/amazon-ecs-deploy-task-definition"))
+    assert deploy["with"]["wait-for-service-stability"] is True
+
+
+def _task(service: str) -> dict:
+    return json.loads((ROOT / "deploy" / "ecs" / f"{service}-task-definition.json").read_text())
+
+
+@pytest.mark.parametrize("service", ["api", "worker"])
+def test_task_definitions_take_settings_from_the_environment_and_secrets_from_secrets_manager(service):
+    task = _task(service)
+    assert task["family"] == f"{service}-service" and task["requiresCompatibilities"] == ["FARGATE"]
+    for container in task["containerDefinitions"]:
+        env = {e["name"] for e in container["environment"]}
+        secrets = {s["name"] for s in container.get("secrets", [])}
+        assert env | secrets <= set(ENV_VARIABLES) | PROCESS_VARIABLES
+        assert not env & SECRET_VARIABLES, "a secret is set in plain environment"
+        assert all(s["valueFrom"].startswith("arn:aws:secretsmanager:") for s in container.get("secrets", []))
+        assert container["logConfiguration"]["logDriver"] == "awslogs"
+    raw = json.dumps(task)
+    assert not re.search(r"AKIA[0-9A-Z]{16}|local-dev-secret|apppass", raw), "a real or dev secret is committed"
+
+
+def test_the_api_task_serves_port_8000_with_a_healthz_check():
+    (api,) = _task("api")["containerDefinitions"]
+    assert api["portMappings"][0]["containerPort"] == 8000
+    assert "/healthz" in " ".join(api["healthCheck"]["command"])
+
+
+def test_the_worker_task_has_time_to_drain_and_publishes_lag():
+    containers = {c["name"]: c for c in _task("worker")["containerDefinitions"]}
+    worker = containers["worker"]
+    assert "portMappings" not in worker  # no load balancer
+    shutdown_ms = int(worker["command"][worker["command"].index("--shutdown-timeout") + 1])
+    assert worker["stopTimeout"] * 1000 > shutdown_ms  # SIGKILL only after the drain deadline
+    lag = containers["lag-publisher"]["command"]
+    assert lag[:2] == ["python", "worker.py"] and "lag" in lag and "cloudwatch" in lag
+
+
+def test_scaling_policies_track_alb_requests_and_the_published_lag_metric():
+    api = json.loads((ROOT / "deploy" / "autoscaling" / "api-scaling-policy.json").read_text())
+    spec = api["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]
+    assert spec["PredefinedMetricType"] == "ALBRequestCountPerTarget"
+
+    worker = json.loads((ROOT / "deploy" / "autoscaling" / "worker-scaling-policy.json").read_text())
+    metrics = worker["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]["Metrics"]
+    lag = next(m for m in metrics if m["Id"] == "lag")["MetricStat"]["Metric"]
+    published = lag_metric_data({"group": "events-processor", "total_lag": 1, "partitions": []})[0]
+    assert lag["Namespace"] == DEFAULT_NAMESPACE
+    assert lag["MetricName"] == published["MetricName"] and lag["Dimensions"] == published["Dimensions"]
+    publisher = {c["name"]: c for c in _task("worker")["containerDefinitions"]}["lag-publisher"]["command"]
+    assert publisher[publisher.index("--namespace") + 1] == DEFAULT_NAMESPACE
