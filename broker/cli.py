@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from broker.broker import Broker, set_broker
+from broker.errors import BrokerError
 from broker.worker import DEFAULT_GROUP, Worker
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,12 @@ def run_worker(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker.start()
+    try:
+        worker.start()
+    except BrokerError as exc:
+        log.error("worker cannot start", extra={"error": str(exc)})
+        print(f"worker.py: cannot start: {exc}", file=sys.stderr)
+        return 1
     while not stop.wait(0.5):
         if worker.wait(0):
             break  # the consumer thread died

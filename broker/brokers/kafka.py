@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -131,11 +133,39 @@ class KafkaBroker(Broker):
         try:
             return KafkaProducer(**options)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}") from None
+            raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}; {self.diagnose()}") from None
 
     @property
     def _servers(self) -> str:
         return ",".join(self.client_options["bootstrap_servers"])
+
+    def diagnose(self, timeout_s: float = 3.0) -> str:
+        """Why a bootstrap probably failed, in words an operator can act on.
+
+        kafka-python reports a rejected SASL login only as a dropped connection, so this probes
+        TCP and TLS by hand and names the likely culprit.
+        """
+        host, _, port = self.client_options["bootstrap_servers"][0].rpartition(":")
+        protocol = self.client_options.get("security_protocol", "PLAINTEXT")
+        try:
+            sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+        except OSError as exc:
+            return f"nothing answers at {host}:{port} ({exc.strerror or exc}): check KAFKA_BOOTSTRAP_SERVERS"
+        with sock:
+            if protocol in ("SSL", "SASL_SSL"):
+                context = ssl.create_default_context(cafile=self.client_options.get("ssl_cafile"))
+                try:
+                    context.wrap_socket(sock, server_hostname=host).close()
+                except (ssl.SSLError, OSError) as exc:
+                    return f"the TLS handshake with {host}:{port} failed ({exc}): check KAFKA_SSL_CAFILE"
+        if protocol.startswith("SASL"):
+            user = self.client_options.get("sasl_plain_username")
+            return (
+                f"{host}:{port} accepts connections{' and TLS' if protocol == 'SASL_SSL' else ''}, so the broker "
+                f"most likely rejected the SASL credentials for user {user!r}: check KAFKA_SASL_USERNAME, "
+                "KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"
+            )
+        return f"{host}:{port} accepts connections but did not answer as Kafka: check KAFKA_SECURITY_PROTOCOL"
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
         try:
@@ -179,12 +209,13 @@ class KafkaBroker(Broker):
             "max_poll_records": 500,
             "fetch_max_wait_ms": 100,
             "allow_auto_create_topics": False,
+            "bootstrap_timeout_ms": 10000,  # fail start-up in bounded time (with a diagnosis)
         }
         options.update(self.consumer_options)
         try:
             return KafkaGroupConsumer(list(topics), listener, options)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}") from None
+            raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}; {self.diagnose()}") from None
 
 
 class _ListenerAdapter(AsyncConsumerRebalanceListener):
