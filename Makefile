@@ -12,7 +12,7 @@ export APP_ENV ?= development
 export POSTGRES_PASSWORD ?= apppass
 export JWT_SECRET ?= local-dev-secret
 
-.PHONY: run test up down status venv tools migrate lint format bench clean token
+.PHONY: run test up down status venv tools migrate lint format bench clean token docs
 comma := ,
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -61,6 +61,12 @@ format: venv
 # A local JWT (HS256, JWT_SECRET): export JWT_TOKEN=$$(make -s token SUB=device-tester ROLES=device,user)
 token: venv
 	@LOG_LEVEL=WARNING $(VENV)/bin/flask --app wsgi token --sub $(or $(SUB),device-tester) --roles $(or $(ROLES),device$(comma)user) 2>/dev/null
+
+# docs/architecture.png from its Graphviz source
+docs: docs/architecture.png
+docs/architecture.png: docs/architecture.dot
+	@command -v dot >/dev/null || sudo -n apt-get install -y -qq graphviz || apt-get install -y -qq graphviz
+	dot -Tpng -Gdpi=110 $< -o $@
 
 bench: up
 	$(PY) bench/enqueue_drain.py
