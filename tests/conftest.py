@@ -62,11 +62,6 @@ def make_topic(kafka_admin: KafkaAdminClient, unique: str) -> Iterator:
 
 
 @pytest.fixture
-def topic(make_topic) -> str:
-    return make_topic(partitions=3)
-
-
-@pytest.fixture
 def group_id(unique: str) -> str:
     return f"test-group-{unique}"
 
