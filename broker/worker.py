@@ -319,10 +319,11 @@ class Worker:
                 self.consumer.resume([state.tp])
                 state.paused = False
 
-    def _commit(self, states: Iterable[_PartitionState] | None = None) -> None:
+    def _commit(self) -> None:
+        """Commit every assigned partition's finished prefix (revoked ones commit through Revocation)."""
         assert self.consumer is not None
         with self._lock:
-            chosen = list(self._partitions.values()) if states is None else list(states)
+            chosen = list(self._partitions.values())
             offsets = _committable(chosen)
         if not offsets:
             return
