@@ -73,26 +73,30 @@ def describe_dead_letter(record: Any) -> dict[str, Any]:
     }
 
 
-def read_dead_letters(
-    options: dict[str, Any], dlq_topic: str, *, group_id: str | None = None, timeout_s: float = 30
-) -> Iterator[Any]:
-    """Yield the records of ``dlq_topic`` up to its current end (from the group's position if given)."""
-    consumer = KafkaConsumer(**options, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest")
+def _records_until_end(consumer: KafkaConsumer, topic: str, *, from_beginning: bool, timeout_s: float) -> Iterator[Any]:
+    """Yield ``topic``'s records from the consumer's position (or the beginning) up to the end
+    offsets seen at the start, so a reader never waits for records that arrive meanwhile."""
+    tps = [KafkaTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    consumer.assign(tps)
+    ends = consumer.end_offsets(tps)
+    if from_beginning:
+        consumer.seek_to_beginning(*tps)
+    remaining = {tp for tp in tps if consumer.position(tp) < ends[tp]}
+    deadline = time.monotonic() + timeout_s
+    while remaining and time.monotonic() < deadline:
+        for tp, batch in consumer.poll(timeout_ms=500).items():
+            for record in batch:
+                if record.offset < ends[tp]:
+                    yield record
+            if consumer.position(tp) >= ends[tp]:
+                remaining.discard(tp)
+
+
+def read_dead_letters(options: dict[str, Any], dlq_topic: str, *, timeout_s: float = 30) -> Iterator[Any]:
+    """Yield every record of ``dlq_topic`` up to its current end."""
+    consumer = KafkaConsumer(**options, enable_auto_commit=False)
     try:
-        tps = [KafkaTopicPartition(dlq_topic, p) for p in sorted(consumer.partitions_for_topic(dlq_topic) or ())]
-        consumer.assign(tps)
-        ends = consumer.end_offsets(tps)
-        if group_id is None:
-            consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if consumer.position(tp) < ends[tp]}
-        deadline = time.monotonic() + timeout_s
-        while remaining and time.monotonic() < deadline:
-            for tp, batch in consumer.poll(timeout_ms=500).items():
-                for record in batch:
-                    if record.offset < ends[tp]:
-                        yield record
-                if consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+        yield from _records_until_end(consumer, dlq_topic, from_beginning=True, timeout_s=timeout_s)
     finally:
         consumer.close(autocommit=False)
 
@@ -115,34 +119,22 @@ def replay_dead_letters(
     producer = KafkaProducer(**options, acks="all")
     consumer = KafkaConsumer(**options, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest")
     replayed: list[dict[str, Any]] = []
+    positions: dict[KafkaTopicPartition, int] = {}
     try:
-        tps = [KafkaTopicPartition(dlq_topic, p) for p in sorted(consumer.partitions_for_topic(dlq_topic) or ())]
-        consumer.assign(tps)
-        ends = consumer.end_offsets(tps)
-        positions: dict[KafkaTopicPartition, int] = {}
-        remaining = {tp for tp in tps if consumer.position(tp) < ends[tp]}
-        deadline = time.monotonic() + 60
-        while remaining and time.monotonic() < deadline and (limit is None or len(replayed) < limit):
-            for tp, batch in consumer.poll(timeout_ms=500).items():
-                for record in batch:
-                    if record.offset >= ends[tp] or (limit is not None and len(replayed) >= limit):
-                        remaining.discard(tp)
-                        break
-                    summary = describe_dead_letter(record)
-                    positions[tp] = record.offset + 1
-                    if actor is not None and summary.get("actor") != actor:
-                        continue
-                    original_topic = summary.get("original.topic")
-                    if not original_topic:
-                        continue
-                    headers = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
-                    headers.append((REPLAY_HEADER, f"{dlq_topic}:{record.partition}:{record.offset}".encode()))
-                    producer.send(original_topic, key=record.key, value=record.value, headers=headers).get(
-                        timeout=send_timeout_s
-                    )
-                    replayed.append(summary)
-                if consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+        for record in _records_until_end(consumer, dlq_topic, from_beginning=False, timeout_s=60):
+            if limit is not None and len(replayed) >= limit:
+                break
+            summary = describe_dead_letter(record)
+            positions[KafkaTopicPartition(record.topic, record.partition)] = record.offset + 1
+            original_topic = summary.get("original.topic")
+            if (actor is not None and summary.get("actor") != actor) or not original_topic:
+                continue
+            headers = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
+            headers.append((REPLAY_HEADER, f"{dlq_topic}:{record.partition}:{record.offset}".encode()))
+            producer.send(original_topic, key=record.key, value=record.value, headers=headers).get(
+                timeout=send_timeout_s
+            )
+            replayed.append(summary)
         if positions:
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in positions.items()})
     except KafkaError as exc:
