@@ -1,5 +1,13 @@
-"""Shared fixtures. Every test talks to the real local stack (``scripts/stack up``) and gets its
-own Kafka topic, consumer group, database rows or Redis keys, so tests do not see each other."""
+"""Shared fixtures and the two test tiers.
+
+Tests that talk to the real local stack (``scripts/stack up``) carry the ``stack`` marker: it is
+added here to every test that uses a fixture reaching a server (``STACK_FIXTURES``), and set by
+hand (``pytestmark``) on modules that start servers or processes. ``make test-fast`` runs the
+rest (``-m "not stack"``) with every server address pointing at a closed port, so a test that
+silently needs a server fails there instead of passing because the stack happened to run.
+Stack tests get their own Kafka topic, consumer group, database rows or Redis keys, so tests do
+not see each other.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +29,30 @@ TEST_DEFAULTS = {
     "POSTGRES_PASSWORD": "apppass",
     "LOG_LEVEL": "WARNING",
 }
+
+
+# Fixtures that reach PostgreSQL, Redis or Kafka: a test using any of them is a stack test.
+STACK_FIXTURES = frozenset(
+    {"kafka_admin", "make_topic", "db_engine", "redis_client", "task_runtime", "live", "proc_env", "sasl_environ"}
+)
+CLEAN_TREE_TEST = "test_the_suite_leaves_the_working_tree_clean"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+    # the clean-tree check runs last, after everything that could write into the tree
+    items.sort(key=lambda item: item.name == CLEAN_TREE_TEST)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from tests.helpers import git_status
+
+    session.config.stash[GIT_STATUS_AT_START] = git_status()
+
+
+GIT_STATUS_AT_START = pytest.StashKey[set[str] | None]()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from broker import KafkaBroker, Worker, actor
 from core.settings import load_settings
 from tests.helpers import wait_for
 
+pytestmark = pytest.mark.stack
+
 ROOT = Path(__file__).resolve().parents[1]
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
 

@@ -6,10 +6,13 @@ import json
 import time
 import uuid
 
+import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from sqlalchemy import text
 
 from broker.brokers.kafka import client_options
+
+pytestmark = pytest.mark.stack
 
 
 def test_kafka_round_trip_keeps_the_key(settings, make_topic, group_id):

@@ -15,9 +15,16 @@ from core import migrate, runtime
 from core.cache import FENCE_SUFFIX, cache_key
 
 
-@pytest.fixture(scope="session", autouse=True)
-def schema(settings) -> None:
+@pytest.fixture(scope="session")
+def migrated(settings) -> None:
     migrate.upgrade(settings.database_url)
+
+
+@pytest.fixture(autouse=True)
+def schema(request) -> None:
+    """Stack tests get the current schema; fast tests (no server) skip the migration."""
+    if request.node.get_closest_marker("stack"):
+        request.getfixturevalue("migrated")
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from core.cache import FENCE_SUFFIX, cache_key
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
 
 def free_port() -> int:
@@ -80,7 +80,9 @@ def live(settings, tmp_path_factory) -> Iterator[dict]:
     api_log, worker_log = open(logs / "api.log", "wb"), open(logs / "worker.log", "wb")  # noqa: SIM115
     api = subprocess.Popen([str(bin_dir / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
                            stdout=api_log, stderr=subprocess.STDOUT)  # fmt: skip
-    worker_env = {**env, "PROMETHEUS_MULTIPROC_DIR": ""}
+    # the API's metrics directory is the API's alone; an *empty* value would still switch
+    # prometheus_client to multiprocess mode and write *.db files into the working directory
+    worker_env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     worker = subprocess.Popen([sys.executable, "worker.py", "run", "--group", group], cwd=ROOT, env=worker_env,
                               stdout=worker_log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"

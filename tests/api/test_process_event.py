@@ -7,11 +7,14 @@ import json
 import threading
 import uuid
 
+import pytest
 from sqlalchemy import text
 
 from core.cache import FENCE_SUFFIX, cache_key
 from core.resources import get_resource
 from tasks import process_event
+
+pytestmark = pytest.mark.stack
 
 
 def make_event(device_id: str, at: dt.datetime, **payload) -> dict:

@@ -61,13 +61,15 @@ class BrokerEnv:
         self.broker._produce(self.topic, key, value, [])(10)
 
 
-@pytest.fixture(params=["stub", "kafka"])
-def env(request, settings, make_topic, kafka_admin, unique) -> Iterator[BrokerEnv]:
+@pytest.fixture(params=["stub", pytest.param("kafka", marks=pytest.mark.stack)])
+def env(request, settings, unique) -> Iterator[BrokerEnv]:
     group = f"test-group-{unique}"
     if request.param == "stub":
         broker: Broker = StubBroker(partitions=3, dead_letter_topic=f"dlq-{unique}")
         result = BrokerEnv("stub", broker, f"topic-{unique}", group)
-    else:
+    else:  # the Kafka fixtures are asked for here, so the stub variant needs no server
+        make_topic = request.getfixturevalue("make_topic")
+        kafka_admin = request.getfixturevalue("kafka_admin")
         topic = make_topic(partitions=3)
         dlq = make_topic(partitions=3, name=f"dlq-{unique}")
         broker = KafkaBroker(**settings.kafka_options, dead_letter_topic=dlq, send_timeout_ms=10000)

@@ -20,7 +20,7 @@ from broker.brokers.kafka import client_options
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
 
 @pytest.fixture
