@@ -79,5 +79,5 @@ docs/architecture.png: docs/architecture.dot
 bench: up
 	$(PY) bench/enqueue_drain.py
 
-clean: down
-	rm -rf .stack
+clean:
+	scripts/stack clean
