@@ -23,6 +23,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from broker.broker import Broker
+from broker.brokers import kafka_internals as internals
 from broker.consumer import RebalanceListener, Record, TopicPartition
 from broker.errors import BrokerUnavailable
 from broker.middleware import Middleware
@@ -235,19 +236,17 @@ class _ListenerAdapter(AsyncConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: Iterable[KafkaTopicPartition]) -> None:
         revocation = self.listener.revoke_partitions({TopicPartition(tp.topic, tp.partition) for tp in revoked})
-        # kafka-python 3.0 exposes no public awaitable sleep/commit for async listeners; these two
-        # private calls are pinned by requirements.txt and covered by the rebalance tests.
-        net = self.consumer.kafka._net
+        kafka = self.consumer.kafka
         deadline = time.monotonic() + self.listener.revoke_timeout_s
         while revocation.busy() and time.monotonic() < deadline:
-            await net.sleep(0.05)
+            await internals.sleep(kafka, 0.05)
         offsets = revocation.offsets()
         committed: dict[TopicPartition, int] = {}
         if offsets:
             try:
-                await self.consumer.kafka._coordinator._commit_offsets_sync_async(_kafka_offsets(offsets))
+                await internals.commit(kafka, _kafka_offsets(offsets))
                 committed = offsets
-            except Exception as exc:  # the next owner re-reads from the last commit: duplicates, no loss
+            except KafkaError as exc:  # the next owner re-reads from the last commit: duplicates, no loss
                 log.warning("commit on revocation failed", extra={"error": str(exc)})
         # kafka-python keeps the fetch position of partitions that stay assigned; rewind them past
         # nothing the worker has not finished.
@@ -267,11 +266,17 @@ class KafkaGroupConsumer:
     """The worker's :class:`~broker.consumer.Consumer` on a kafka-python ``KafkaConsumer``."""
 
     def __init__(self, topics: list[str], listener: RebalanceListener, options: dict[str, Any]) -> None:
+        internals.check_library()
         self.kafka = KafkaConsumer(**options)
+        try:
+            internals.check_consumer(self.kafka)
+        except internals.KafkaInternalsError:
+            self.kafka.close(autocommit=False)
+            raise
         self.kafka.subscribe(topics, listener=_ListenerAdapter(self, listener))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
-        _unstick_parked_records(self.kafka)
+        internals.unstick_parked_records(self.kafka)
         try:
             batches = self.kafka.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
@@ -302,17 +307,3 @@ class KafkaGroupConsumer:
 
     def close(self) -> None:
         self.kafka.close(autocommit=False)
-
-
-def _unstick_parked_records(consumer: KafkaConsumer) -> None:
-    """Work around a kafka-python 3.0.12 fetcher bug, before every poll.
-
-    Records parked for a paused partition are restored (one partition per poll) only if
-    ``_next_partition_records is None``, but an exhausted batch leaves it set (falsy, not None),
-    so resumed partitions never fetch again and the worker stalls. Clearing the exhausted batch
-    lets the fetcher restore them. Runs on the consumer thread, the thread that uses this field
-    inside ``poll()``. Covered by the backpressure test in tests/broker/test_kafka_worker.py."""
-    fetcher = getattr(consumer, "_fetcher", None)
-    current = getattr(fetcher, "_next_partition_records", None)
-    if current is not None and not current:
-        fetcher._next_partition_records = None
