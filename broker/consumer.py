@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from broker.offsets import Revocation
 
 
 class TopicPartition(NamedTuple):
@@ -27,28 +30,12 @@ class Record(NamedTuple):
         return TopicPartition(self.topic, self.partition)
 
 
-class Revocation(Protocol):
-    def busy(self) -> bool:
-        """True while messages of the revoked partitions are still running."""
-
-    def offsets(self) -> dict[TopicPartition, int]:
-        """What to commit for the revoked partitions (next offsets to read)."""
-
-    def resume_positions(self) -> dict[TopicPartition, int]:
-        """The first unfinished offset of each revoked partition, to fetch from if it comes back."""
-
-    def done(self, committed: dict[TopicPartition, int]) -> None:
-        """Forget the partitions; ``committed`` is what was actually committed."""
-
-
 class RebalanceListener(Protocol):
     """Implemented by the worker; called by consumers during rebalances.
 
-    On revocation a consumer calls :meth:`revoke_partitions`, waits (without blocking its
-    heartbeats) while ``busy()`` up to ``revoke_timeout_s``, commits ``offsets()``, moves its
-    fetch positions back to ``resume_positions()`` (a partition that stays with this member must
-    not skip records the worker dropped) and calls ``done()``. Lost partitions are already
-    owned by another member: nothing is committed.
+    On revocation a consumer calls :meth:`revoke_partitions` and follows the returned
+    :class:`~broker.offsets.Revocation` (wait while busy, up to ``revoke_timeout_s``; commit;
+    rewind; done). Lost partitions are already owned by another member: nothing is committed.
     """
 
     revoke_timeout_s: float

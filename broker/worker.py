@@ -28,12 +28,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from broker.broker import Broker
 from broker.consumer import Consumer, Record, TopicPartition
 from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, TimeLimitExceeded
 from broker.message import Message
+from broker.offsets import PartitionState, Revocation, committable
 from broker.proxy import MessageProxy
 
 log = logging.getLogger(__name__)
@@ -44,80 +45,10 @@ _ABANDONED = object()  # outcome of a delivery that could not be finished
 
 
 @dataclass(eq=False)
-class _PartitionState:
-    """Bookkeeping for one assigned partition. Guarded by the worker's lock."""
-
-    tp: TopicPartition
-    pending: deque[int] = field(default_factory=deque)  # fetched offsets, in order, not yet committable
-    done: set[int] = field(default_factory=set)  # finished offsets still behind an unfinished one
-    next_commit: int | None = None  # the offset a commit would store (last contiguous done + 1)
-    committed: int | None = None
-    keys: dict[bytes, deque[Record]] = field(default_factory=dict)  # busy keys -> records waiting behind them
-    buffered: int = 0  # fetched and not finished
-    in_flight: int = 0
-    paused: bool = False
-    revoked: bool = False
-
-    def track(self, offset: int) -> None:
-        self.pending.append(offset)
-        self.buffered += 1
-
-    def finish(self, offset: int) -> None:
-        self.buffered -= 1
-        self.done.add(offset)
-        while self.pending and self.pending[0] in self.done:
-            first = self.pending.popleft()
-            self.done.discard(first)
-            self.next_commit = first + 1
-
-
-@dataclass(eq=False)
 class _Work:
-    state: _PartitionState
+    state: PartitionState
     record: Record
     proxy: MessageProxy | None = None
-
-
-class Revocation:
-    """Partitions being given up in a rebalance: running messages finish, then offsets are committed."""
-
-    def __init__(self, worker: Worker, states: list[_PartitionState]) -> None:
-        self._worker = worker
-        self._states = states
-
-    def busy(self) -> bool:
-        with self._worker._lock:
-            return any(s.in_flight for s in self._states)
-
-    def offsets(self) -> dict[TopicPartition, int]:
-        with self._worker._lock:
-            return _committable(self._states)
-
-    def resume_positions(self) -> dict[TopicPartition, int]:
-        """Where to fetch from if a partition comes back to this member: the first offset that is
-        not finished. Records fetched but dropped by the revocation are read again, not skipped."""
-        with self._worker._lock:
-            positions = {}
-            for s in self._states:
-                if s.pending:
-                    positions[s.tp] = s.pending[0]
-                elif s.next_commit is not None:
-                    positions[s.tp] = s.next_commit
-            return positions
-
-    def done(self, committed: dict[TopicPartition, int]) -> None:
-        with self._worker._changed:
-            for state in self._states:
-                if state.tp in committed:
-                    state.committed = committed[state.tp]
-                self._worker._partitions.pop(state.tp, None)
-            self._worker._changed.notify_all()
-        if self._states:
-            log.info("partitions revoked", extra={"partitions": sorted(f"{s.tp[0]}-{s.tp[1]}" for s in self._states)})
-
-
-def _committable(states: Iterable[_PartitionState]) -> dict[TopicPartition, int]:
-    return {s.tp: s.next_commit for s in states if s.next_commit is not None and s.next_commit != s.committed}
 
 
 class Worker:
@@ -161,7 +92,7 @@ class Worker:
         self.failure: BaseException | None = None  # set if the consumer thread died
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._partitions: dict[TopicPartition, _PartitionState] = {}
+        self._partitions: dict[TopicPartition, PartitionState] = {}
         self._ready: queue.SimpleQueue = queue.SimpleQueue()
         self._delayed: list[tuple[float, int, _Work]] = []
         self._sequence = itertools.count()
@@ -226,7 +157,7 @@ class Worker:
     def on_partitions_assigned(self, partitions: set[TopicPartition]) -> None:
         with self._lock:
             for tp in partitions:
-                self._partitions[tp] = _PartitionState(tp)
+                self._partitions[tp] = PartitionState(tp)
         log.info("partitions assigned", extra={"partitions": sorted(f"{t}-{p}" for t, p in partitions)})
 
     def revoke_partitions(self, partitions: set[TopicPartition]) -> Revocation:
@@ -236,7 +167,7 @@ class Worker:
             states = [self._partitions[tp] for tp in partitions if tp in self._partitions]
             for state in states:
                 state.revoked = True
-        return Revocation(self, states)
+        return Revocation(self._changed, self._partitions, states)
 
     def on_partitions_lost(self, partitions: set[TopicPartition]) -> None:
         with self._lock:
@@ -324,7 +255,7 @@ class Worker:
         assert self.consumer is not None
         with self._lock:
             chosen = list(self._partitions.values())
-            offsets = _committable(chosen)
+            offsets = committable(chosen)
         if not offsets:
             return
         try:
@@ -415,7 +346,7 @@ class Worker:
                 self._changed.notify_all()
         return following
 
-    def _next_for_key(self, state: _PartitionState, key: bytes | None) -> _Work | None:
+    def _next_for_key(self, state: PartitionState, key: bytes | None) -> _Work | None:
         if key is None:
             return None
         waiting = state.keys.get(key)
