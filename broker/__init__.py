@@ -22,6 +22,7 @@ from broker.errors import (
     DecodeError,
     DuplicateActor,
     EncodeError,
+    Interrupt,
     NoBrokerConfigured,
     TimeLimitExceeded,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "DecodeError",
     "DuplicateActor",
     "EncodeError",
+    "Interrupt",
     "KafkaBroker",
     "Message",
     "MessageProxy",

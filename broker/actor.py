@@ -55,6 +55,12 @@ class Actor(Generic[P, R]):
         headers: dict[str, str] | None = None,
         **options: Any,
     ) -> Message:
+        """Build a message without sending it. ``options`` override the actor's for this message only.
+
+        Raises ``ValueError`` for an option that cannot be set per message, or a bad value.
+        """
+        if options:
+            self._check_message_options(options)
         kwargs = kwargs or {}
         if key is None and self.options.get("key") is not None:
             key = self.options["key"](*args, **kwargs)
@@ -67,6 +73,19 @@ class Actor(Generic[P, R]):
             headers=dict(headers or {}),
             options=options,
         )
+
+    def _check_message_options(self, options: dict[str, Any]) -> None:
+        broker = self._broker or _global_broker_or_none()
+        middleware = broker.middleware if broker is not None else [cls() for cls in default_middleware]
+        owners = {name: m for m in middleware for name in m.message_options}
+        unknown = sorted(set(options) - set(owners))
+        if unknown:
+            raise ValueError(
+                f"actor {self.actor_name!r}: option(s) {', '.join(unknown)} cannot be set per message; "
+                f"per-message options are {', '.join(sorted(owners))} (the others are set on the actor)"
+            )
+        for name, value in options.items():
+            owners[name].validate_message_option(name, value)
 
     def send(self, *args: P.args, **kwargs: P.kwargs) -> Message:
         """Enqueue a call and return its message once the broker acknowledged it.
@@ -88,6 +107,10 @@ class Actor(Generic[P, R]):
         **options: Any,
     ) -> Message | SendFuture:
         """Like :meth:`send`, with a Kafka ``key`` (ordering), message ``headers`` and options.
+
+        ``options`` (``max_retries``, ``min_backoff``, ``max_backoff``, ``time_limit`` and those of
+        custom middleware that declare ``message_options``) override the actor's for this message;
+        any other raises ``ValueError`` before anything is sent.
 
         With ``wait=False`` it returns a :class:`SendFuture` at once; call ``broker.flush()`` and
         then ``future.result()`` to learn the outcome (see also :meth:`send_many`).

@@ -28,7 +28,7 @@ def consumer_lag(options: dict[str, Any], group_id: str, topics: list[str]) -> d
     try:
         admin = KafkaAdminClient(**options)
     except KafkaError as exc:
-        raise BrokerUnavailable(f"cannot connect to Kafka: {exc}") from None
+        raise BrokerUnavailable(f"cannot connect to Kafka: {exc}") from exc
     try:
         tps = [
             KafkaTopicPartition(t["name"], p["partition_index"])
@@ -138,7 +138,7 @@ def replay_dead_letters(
         if positions:
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in positions.items()})
     except KafkaError as exc:
-        raise BrokerUnavailable(f"replay failed: {exc}") from None
+        raise BrokerUnavailable(f"replay failed: {exc}") from exc
     finally:
         producer.close()
         consumer.close(autocommit=False)

@@ -33,5 +33,13 @@ class NoBrokerConfigured(BrokerError):
     """``get_broker()`` was called before ``set_broker()``; there is no silent default."""
 
 
-class TimeLimitExceeded(BrokerError):
+class Interrupt(BaseException):
+    """Raised asynchronously inside a running actor (as Dramatiq's interrupts are).
+
+    A ``BaseException``, not an ``Exception``: a task's own ``except Exception`` must not swallow
+    it, or the limit would stop nothing. The worker catches it and treats it as a failure.
+    """
+
+
+class TimeLimitExceeded(Interrupt):
     """Raised inside an actor that ran longer than its ``time_limit``."""

@@ -4,7 +4,7 @@ Wire format (UTF-8 JSON object, one per Kafka record value; the record key is ``
 
     {"v": 1, "message_id": "<uuid4 hex>", "actor_name": "process_event", "topic": "events-input",
      "key": "device-123" | null, "args": [...], "kwargs": {...}, "options": {...},
-     "headers": {"request_id": "..."}, "enqueued_at": "2026-11-24T23:16:25.123456Z", "attempt": 1}
+     "headers": {"request_id": "..."}, "enqueued_at": "2026-11-24T23:16:25.123456Z"}
 
 Producers in other languages may write it; unknown top-level fields are ignored, a missing
 required field or another ``v`` is a :class:`~broker.errors.DecodeError`.
@@ -47,7 +47,6 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
     message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     enqueued_at: dt.datetime = field(default_factory=utcnow)
-    attempt: int = 1
 
     def copy(self, **changes: Any) -> Message:
         return dataclasses.replace(self, **changes)
@@ -64,7 +63,6 @@ class Message:
             "options": self.options,
             "headers": self.headers,
             "enqueued_at": format_timestamp(self.enqueued_at),
-            "attempt": self.attempt,
         }
 
     def encode(self) -> bytes:
@@ -72,7 +70,7 @@ class Message:
         try:
             return _encoder.encode(self.asdict()).encode("utf-8")
         except (TypeError, ValueError) as exc:
-            raise EncodeError(f"arguments of {self.actor_name!r} are not JSON-serializable: {exc}") from None
+            raise EncodeError(f"arguments of {self.actor_name!r} are not JSON-serializable: {exc}") from exc
 
     @classmethod
     def decode(cls, data: bytes | bytearray | memoryview) -> Message:
@@ -99,7 +97,6 @@ class Message:
                 headers=obj.get("headers") or {},
                 message_id=_typed(obj, "message_id", str),
                 enqueued_at=dt.datetime.fromisoformat(_typed(obj, "enqueued_at", str)),
-                attempt=int(obj.get("attempt", 1)),
             )
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"malformed message: {exc}") from exc

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from broker.broker import Broker
 from broker.consumer import Consumer, Record, TopicPartition
-from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, TimeLimitExceeded
+from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, Interrupt
 from broker.message import Message
 from broker.offsets import PartitionState, Revocation, committable
 from broker.proxy import MessageProxy
@@ -379,12 +379,12 @@ class Worker:
         try:
             broker.emit_before("process_message", proxy)
             result = actor.fn(*message.args, **message.kwargs)
-        except Exception as exc:
+        except (Exception, Interrupt) as exc:  # an Interrupt (time limit) is a failure like any other
             exception = exc
         proxy.exception = exception
         try:
             broker.emit_after("process_message", proxy, result=result, exception=exception)
-        except TimeLimitExceeded:
+        except Interrupt:
             pass  # the limit fired after the actor returned; its outcome stands
         if exception is None:
             return None

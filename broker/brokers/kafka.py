@@ -134,7 +134,7 @@ class KafkaBroker(Broker):
         try:
             return KafkaProducer(**options)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}; {self.diagnose()}") from None
+            raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}; {self.diagnose()}") from exc
 
     @property
     def _servers(self) -> str:
@@ -172,13 +172,13 @@ class KafkaBroker(Broker):
         try:
             future = self.producer.send(topic, value=value, key=key, headers=headers)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"Kafka did not accept a message for {topic!r}: {exc}") from None
+            raise BrokerUnavailable(f"Kafka did not accept a message for {topic!r}: {exc}") from exc
 
         def wait(timeout_s: float) -> None:
             try:
                 future.get(timeout=timeout_s)
             except KafkaError as exc:
-                raise BrokerUnavailable(f"Kafka did not acknowledge a message for {topic!r}: {exc}") from None
+                raise BrokerUnavailable(f"Kafka did not acknowledge a message for {topic!r}: {exc}") from exc
 
         return wait
 
@@ -188,7 +188,7 @@ class KafkaBroker(Broker):
         try:
             self._producer.flush(timeout=(timeout_ms or self.send_timeout_ms) / 1000)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"Kafka producer flush failed: {exc}") from None
+            raise BrokerUnavailable(f"Kafka producer flush failed: {exc}") from exc
 
     def close(self) -> None:
         with self._producer_lock:
@@ -216,7 +216,7 @@ class KafkaBroker(Broker):
         try:
             return KafkaGroupConsumer(list(topics), listener, options)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}; {self.diagnose()}") from None
+            raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}; {self.diagnose()}") from exc
 
 
 class _ListenerAdapter(AsyncConsumerRebalanceListener):
@@ -280,7 +280,7 @@ class KafkaGroupConsumer:
         try:
             batches = self.kafka.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"poll failed: {exc}") from None
+            raise BrokerUnavailable(f"poll failed: {exc}") from exc
         records: list[Record] = []
         for batch in batches.values():
             records.extend(
@@ -293,7 +293,7 @@ class KafkaGroupConsumer:
         try:
             self.kafka.commit(_kafka_offsets(offsets))
         except KafkaError as exc:
-            raise BrokerUnavailable(f"offset commit failed: {exc}") from None
+            raise BrokerUnavailable(f"offset commit failed: {exc}") from exc
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         tps = [KafkaTopicPartition(t, p) for t, p in partitions]

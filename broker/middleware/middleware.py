@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 class Middleware:
     #: Actor options this middleware understands (validated at decoration time).
     actor_options: frozenset[str] = frozenset()
+    #: The subset that may also be set per message (``send_with_options``), overriding the actor's.
+    #: Only JSON values travel in a message: options holding callables or types stay actor-only.
+    message_options: frozenset[str] = frozenset()
+
+    def validate_message_option(self, name: str, value: object) -> None:
+        """Raise ``ValueError`` if ``value`` is not acceptable for message option ``name``."""
 
     def before_enqueue(self, broker: Broker, message: Message) -> None: ...
 

@@ -34,6 +34,7 @@ class Retries(Middleware):
     """
 
     actor_options = frozenset({"max_retries", "min_backoff", "max_backoff", "retry_when", "throws"})
+    message_options = frozenset({"max_retries", "min_backoff", "max_backoff"})
 
     def __init__(
         self,
@@ -51,12 +52,16 @@ class Retries(Middleware):
             "throws": (),
         }
 
+    def validate_message_option(self, name: str, value: object) -> None:
+        _require_non_negative_int(name, value)
+
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         if exception is None:
             return
-        options = {**self.defaults, **broker.get_actor(message.actor_name).options}
+        # the message's options override the actor's, which override the middleware's defaults
+        options = {**self.defaults, **broker.get_actor(message.actor_name).options, **message.options}
         throws = options["throws"]
         if throws and isinstance(exception, throws):
             message.fail()
@@ -71,3 +76,8 @@ class Retries(Middleware):
             message.retry(backoff_ms(retries_so_far + 1, options["min_backoff"], options["max_backoff"]))
         else:
             message.fail()
+
+
+def _require_non_negative_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"message option {name!r} must be a non-negative integer, not {value!r}")

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 class TimeLimit(Middleware):
     actor_options = frozenset({"time_limit"})
+    message_options = frozenset({"time_limit"})
 
     def __init__(self, *, time_limit: int | None = None, interval: int = 100) -> None:
         self.time_limit = time_limit  # default for actors that set none; None means no limit
@@ -43,8 +44,14 @@ class TimeLimit(Middleware):
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         self._stop.set()
 
+    def validate_message_option(self, name: str, value: object) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ValueError(f"message option {name!r} must be a positive number of milliseconds, not {value!r}")
+
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        limit = broker.get_actor(message.actor_name).options.get("time_limit", self.time_limit)
+        # the message's limit overrides the actor's, which overrides the middleware's default
+        actor_options = broker.get_actor(message.actor_name).options
+        limit = message.options.get("time_limit", actor_options.get("time_limit", self.time_limit))
         if limit:
             with self._lock:
                 self._deadlines[threading.get_ident()] = time.monotonic() + limit / 1000

@@ -25,7 +25,6 @@ def test_the_wire_format_is_versioned_json():
     assert doc["v"] == 1
     assert set(doc) == {
         "v", "message_id", "actor_name", "topic", "key", "args", "kwargs", "options", "headers", "enqueued_at",
-        "attempt",
     }  # fmt: skip
     assert doc["enqueued_at"].endswith("Z")
     assert dt.datetime.fromisoformat(doc["enqueued_at"])
