@@ -1,20 +1,18 @@
 """The HTTP service: a Flask application factory.
 
 Modules never import an application object; they use ``current_app``. Extensions are created
-unbound in :mod:`app.extensions` and bound here. Connections (DB pool, Redis, Kafka producer) are
-created per process by the factory, which gunicorn calls in each worker after fork.
+unbound in :mod:`app.extensions` and bound here. Clients (DB pool, Redis, Kafka broker) come from
+:mod:`core.wiring`, built per process by the factory, which gunicorn calls in each worker after fork.
 """
 
 from __future__ import annotations
 
-import redis
 from cachelib.serializers import JSONSerializer
 from flask import Flask
 
-from broker import Broker, KafkaBroker, set_broker
-from core.cache import ResourceCache
-from core.db import make_engine
+from broker import Broker, set_broker
 from core.settings import Settings, load_settings
+from core.wiring import build_clients
 
 
 def create_app(settings: Settings | None = None, *, broker: Broker | None = None) -> Flask:
@@ -35,23 +33,9 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
 def register_services(app: Flask, settings: Settings, broker: Broker | None) -> None:
     from app.services import Services
 
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-    )
-    broker = broker or KafkaBroker(
-        **settings.kafka_options,
-        dead_letter_topic=settings.kafka_topic_dlq,
-        send_timeout_ms=settings.kafka_send_timeout_ms,
-    )
-    set_broker(broker)  # process_event.send() goes through the global broker
-    app.extensions["device_backend"] = Services(
-        engine=make_engine(settings),
-        redis=client,
-        resource_cache=ResourceCache(client, settings.cache_ttl_seconds),
-        broker=broker,
-    )
+    clients = build_clients(settings, broker=broker)
+    set_broker(clients.broker)  # process_event.send() goes through the global broker
+    app.extensions["device_backend"] = Services(clients)
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""Per-process resources of the API: DB engine, Redis client and resource cache, the task broker.
+"""Per-process resources of the API: the clients (from :mod:`core.wiring`) and Redis's health.
 
 Built by ``create_app`` (in each gunicorn worker, after fork); reached via :func:`services`.
 """
@@ -13,20 +13,29 @@ import redis
 from flask import current_app
 from sqlalchemy import Engine
 
-from broker import Broker
 from core.cache import ResourceCache
+from core.wiring import Clients
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Services:
-    engine: Engine
-    redis: redis.Redis
-    resource_cache: ResourceCache
-    broker: Broker
+    clients: Clients
     redis_retry_after_s: float = 5.0
     _redis_down_until: float = field(default=0.0)
+
+    @property
+    def engine(self) -> Engine:
+        return self.clients.engine
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self.clients.redis
+
+    @property
+    def resource_cache(self) -> ResourceCache:
+        return self.clients.resource_cache
 
     def redis_available(self) -> bool:
         """False for a few seconds after a Redis failure, so reads go straight to PostgreSQL

@@ -2,11 +2,11 @@
 
     from broker import actor, KafkaBroker, set_broker, Worker
 
-    @actor(topic="events-input", max_retries=3)
-    def process_event(event: dict) -> None: ...
+    @actor(topic="orders", max_retries=3, key=lambda order: order["customer"])
+    def ship(order: dict) -> None: ...
 
-    set_broker(KafkaBroker(bootstrap_servers="127.0.0.1:9092"))
-    process_event.send({"device_id": "d1"})     # returns once Kafka acknowledged it
+    set_broker(KafkaBroker(bootstrap_servers="127.0.0.1:9092", dead_letter_topic="orders-dlq"))
+    ship.send({"customer": "c1", "items": [42]})     # returns once Kafka acknowledged it
 
 This package imports nothing from the application (no Flask, no ``app``, no ``tasks``).
 """

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEAD_LETTER_TOPIC = "events-dlq"
+DEFAULT_DEAD_LETTER_TOPIC = "dead-letters"  # applications pass their own
 TRACEBACK_LIMIT = 4000  # characters kept in a dead letter's traceback header
 DLQ_HEADER_PREFIX = "dlq."
 

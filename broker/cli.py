@@ -1,7 +1,7 @@
 """Command line for workers and operators, given a function that builds the broker.
 
     run  [--processes N] [--threads M] [--topics T ...] [--group G] [--metrics-port P] [modules ...]
-    lag  [--group G] [--topics T ...] [--publish cloudwatch] [--interval S]
+    lag  [--group G] [--topics T ...] [--publish NAME] [--interval S]
                                                         per-partition and total lag, as JSON
     dlq list   [--limit N]                              dead letters as JSON lines (no arguments)
     dlq replay [--actor A] [--limit N]                  re-send dead letters to their topics
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from broker.broker import Broker, set_broker
@@ -34,9 +34,13 @@ from broker.worker import DEFAULT_GROUP, Worker
 log = logging.getLogger(__name__)
 
 BrokerFactory = Callable[[], Broker]
+LagPublisher = Callable[[dict[str, Any]], int]
+"""Sends one lag report somewhere (a metrics service); returns how many data points it sent."""
 
 
-def make_parser(default_modules: Sequence[str]) -> argparse.ArgumentParser:
+def make_parser(
+    default_modules: Sequence[str], default_group: str = DEFAULT_GROUP, publishers: Sequence[str] = ()
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="worker.py", description="Run actors from Kafka, or inspect the group.")
     sub = parser.add_subparsers(dest="command")
 
@@ -45,16 +49,15 @@ def make_parser(default_modules: Sequence[str]) -> argparse.ArgumentParser:
     run.add_argument("--processes", "-p", type=int, default=1, help="worker processes (default 1)")
     run.add_argument("--threads", "-t", type=int, default=8, help="worker threads per process (default 8)")
     run.add_argument("--topics", nargs="+", help="topics to consume (default: the actors' topics)")
-    run.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group (default {DEFAULT_GROUP})")
+    run.add_argument("--group", default=default_group, help=f"consumer group (default {default_group})")
     run.add_argument("--shutdown-timeout", type=int, default=30000, help="ms to finish running messages on stop")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
 
     lag = sub.add_parser("lag", help="print the group's lag as JSON")
     lag.add_argument("modules", nargs="*", default=list(default_modules))
-    lag.add_argument("--group", default=DEFAULT_GROUP)
+    lag.add_argument("--group", default=default_group)
     lag.add_argument("--topics", nargs="+", help="default: the actors' topics")
-    lag.add_argument("--publish", choices=["cloudwatch"], help="also send it as CloudWatch metrics")
-    lag.add_argument("--namespace", default="DeviceBackend/Kafka", help="CloudWatch namespace")
+    lag.add_argument("--publish", choices=sorted(publishers), help="also send it to this metrics service")
     lag.add_argument("--interval", type=float, help="repeat every N seconds (until SIGTERM)")
 
     dlq = sub.add_parser("dlq", help="inspect or replay dead letters")
@@ -64,23 +67,31 @@ def make_parser(default_modules: Sequence[str]) -> argparse.ArgumentParser:
     replay = dlq_sub.add_parser("replay", help="re-send dead letters to their original topics")
     replay.add_argument("--actor", help="only this actor's dead letters")
     replay.add_argument("--limit", type=int, help="at most this many")
-    replay.add_argument("--group", default="events-dlq-replay", help="tracks what was replayed")
+    replay.add_argument("--group", help="tracks what was replayed (default: the dead-letter topic + '-replay')")
     return parser
 
 
 def main(
-    broker_factory: BrokerFactory, argv: Sequence[str] | None = None, *, default_modules: Sequence[str] = ()
+    broker_factory: BrokerFactory,
+    argv: Sequence[str] | None = None,
+    *,
+    default_modules: Sequence[str] = (),
+    default_group: str = DEFAULT_GROUP,
+    lag_publishers: Mapping[str, LagPublisher] | None = None,
 ) -> int:
+    """Run one command. The application supplies its names: the modules declaring its actors, its
+    consumer group, and the services ``lag --publish NAME`` can send lag to."""
+    lag_publishers = dict(lag_publishers or {})
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("run", "lag", "dlq", "-h", "--help"):
         argv.insert(0, "run")
-    args = make_parser(default_modules).parse_args(argv)
+    args = make_parser(default_modules, default_group, list(lag_publishers)).parse_args(argv)
     if args.command == "run":
         if args.processes > 1:
             return supervise(args)
         return run_worker(broker_factory, args)
     if args.command == "lag":
-        return print_lag(_quiet(broker_factory), args)
+        return print_lag(_quiet(broker_factory), args, lag_publishers)
     return dead_letters(_quiet(broker_factory), args)
 
 
@@ -212,7 +223,7 @@ def _serve_metrics(port: int, multiprocess: bool = False) -> None:
         start_http_server(port)
 
 
-def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
+def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace, publishers: Mapping[str, LagPublisher]) -> int:
     from broker.admin import consumer_lag
 
     broker = _import_actors(broker_factory, args.modules)
@@ -221,10 +232,8 @@ def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     while True:
         report = consumer_lag(_client_options(broker), args.group, topics)
-        if args.publish == "cloudwatch":
-            from broker.cloudwatch import publish_lag
-
-            report["published"] = publish_lag(report, namespace=args.namespace)
+        if args.publish:
+            report["published"] = publishers[args.publish](report)
         print(json.dumps(report, indent=None if args.interval else 2), flush=True)
         if not args.interval or stop.wait(args.interval):
             return 0
@@ -242,7 +251,11 @@ def dead_letters(broker_factory: BrokerFactory, args: argparse.Namespace) -> int
                 break
         return 0
     replayed = replay_dead_letters(
-        options, broker.dead_letter_topic, group_id=args.group, actor=args.actor, limit=args.limit
+        options,
+        broker.dead_letter_topic,
+        group_id=args.group or f"{broker.dead_letter_topic}-replay",
+        actor=args.actor,
+        limit=args.limit,
     )
     print(json.dumps({"replayed": len(replayed), "messages": replayed}, indent=2))
     return 0

@@ -2,8 +2,8 @@
 
 Wire format (UTF-8 JSON object, one per Kafka record value; the record key is ``key``)::
 
-    {"v": 1, "message_id": "<uuid4 hex>", "actor_name": "process_event", "topic": "events-input",
-     "key": "device-123" | null, "args": [...], "kwargs": {...}, "options": {...},
+    {"v": 1, "message_id": "<uuid4 hex>", "actor_name": "ship", "topic": "orders",
+     "key": "c1" | null, "args": [...], "kwargs": {...}, "options": {...},
      "headers": {"request_id": "..."}, "enqueued_at": "2026-11-24T23:16:25.123456Z"}
 
 Producers in other languages may write it; unknown top-level fields are ignored, a missing

@@ -39,7 +39,7 @@ from broker.proxy import MessageProxy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GROUP = "events-processor"
+DEFAULT_GROUP = "workers"  # applications pass their own
 _STOP = object()  # sentinel that ends a worker thread
 _ABANDONED = object()  # outcome of a delivery that could not be finished
 
@@ -57,7 +57,7 @@ class Worker:
     Parameters:
       broker: a :class:`~broker.broker.Broker` (Kafka or stub).
       topics: topics to consume; default: the topics of the broker's actors.
-      group_id: the consumer group (``events-processor``).
+      group_id: the consumer group (default ``workers``).
       worker_threads: how many actors may run at once in this process.
       commit_interval_ms: how often finished offsets are committed.
       max_buffered_per_partition: fetched-but-unfinished records above which a partition is paused.

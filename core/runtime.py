@@ -1,40 +1,24 @@
-"""Per-process resources for tasks (engine, cache), built once by the entry point (never at import time)."""
+"""The clients that task functions use in this process (engine, cache), set by the entry point.
+
+Tasks run inside the worker, which has no request context to carry them: ``worker.py`` builds
+:class:`~core.wiring.Clients` once per process (never at import time) and hands them over here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from core.wiring import Clients
 
-import redis
-from sqlalchemy import Engine
-
-from core.cache import ResourceCache
-from core.db import make_engine
-from core.settings import Settings
+_clients: Clients | None = None
 
 
-@dataclass
-class TaskResources:
-    settings: Settings
-    engine: Engine
-    cache: ResourceCache
+def configure(clients: Clients) -> Clients:
+    """Make ``clients`` the ones tasks use in this process (call after any fork)."""
+    global _clients
+    _clients = clients
+    return clients
 
 
-_resources: TaskResources | None = None
-
-
-def configure(settings: Settings) -> TaskResources:
-    """Create the engine and Redis client for this process (call after any fork)."""
-    global _resources
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-    )
-    _resources = TaskResources(settings, make_engine(settings), ResourceCache(client, settings.cache_ttl_seconds))
-    return _resources
-
-
-def resources() -> TaskResources:
-    if _resources is None:
-        raise RuntimeError("core.runtime.configure(settings) was not called in this process")
-    return _resources
+def resources() -> Clients:
+    if _clients is None:
+        raise RuntimeError("core.runtime.configure(clients) was not called in this process")
+    return _clients

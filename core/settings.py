@@ -54,6 +54,8 @@ class Settings:
     kafka_consumer_group: str = "events-processor"  # KAFKA_CONSUMER_GROUP
     kafka_send_timeout_ms: int = 5000  # KAFKA_SEND_TIMEOUT_MS
 
+    cloudwatch_namespace: str = "DeviceBackend/Kafka"  # CLOUDWATCH_NAMESPACE (`worker.py lag --publish cloudwatch`)
+
     jwt_algorithm: str = "HS256"  # JWT_ALGORITHM
     jwt_secret: str | None = None  # JWT_SECRET (HS*)
     jwt_public_key: str | None = None  # JWT_PUBLIC_KEY (RS*: PEM text, or a path to a PEM file)

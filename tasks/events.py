@@ -36,7 +36,7 @@ def process_event(event: dict[str, Any]) -> None:
     result = apply_event(res.engine, event)
     if result.record is not None:
         try:
-            res.cache.invalidate(result.record)
+            res.resource_cache.invalidate(result.record)
         except redis.RedisError as exc:
             log.warning("cache invalidation failed", extra={"device_id": event["device_id"], "error": str(exc)})
     log.info(

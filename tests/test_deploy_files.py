@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from broker.cloudwatch import DEFAULT_NAMESPACE, lag_metric_data
+from core.cloudwatch import DEFAULT_NAMESPACE, lag_metric_data
 from core.settings import ENV_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,5 +151,7 @@ def test_scaling_policies_track_alb_requests_and_the_published_lag_metric():
     published = lag_metric_data({"group": "events-processor", "total_lag": 1, "partitions": []})[0]
     assert lag["Namespace"] == DEFAULT_NAMESPACE
     assert lag["MetricName"] == published["MetricName"] and lag["Dimensions"] == published["Dimensions"]
-    publisher = {c["name"]: c for c in _task("worker")["containerDefinitions"]}["lag-publisher"]["command"]
-    assert publisher[publisher.index("--namespace") + 1] == DEFAULT_NAMESPACE
+    publisher = {c["name"]: c for c in _task("worker")["containerDefinitions"]}["lag-publisher"]
+    environment = {e["name"]: e["value"] for e in publisher["environment"]}
+    assert environment["CLOUDWATCH_NAMESPACE"] == DEFAULT_NAMESPACE
+    assert environment["KAFKA_CONSUMER_GROUP"] == published["Dimensions"][0]["Value"]

@@ -22,7 +22,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from broker.broker import Broker
+from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, Broker
 from broker.brokers import kafka_internals as internals
 from broker.consumer import RebalanceListener, Record, TopicPartition
 from broker.errors import BrokerUnavailable
@@ -80,7 +80,7 @@ class KafkaBroker(Broker):
         ssl_cafile: str | None = None,
         client_id: str | None = None,
         middleware: Sequence[Middleware] | None = None,
-        dead_letter_topic: str = "events-dlq",
+        dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC,
         send_timeout_ms: int = 5000,
         linger_ms: int = 5,
         producer_options: dict[str, Any] | None = None,
@@ -144,29 +144,29 @@ class KafkaBroker(Broker):
         """Why a bootstrap probably failed, in words an operator can act on.
 
         kafka-python reports a rejected SASL login only as a dropped connection, so this probes
-        TCP and TLS by hand and names the likely culprit.
+        TCP and TLS by hand and names the likely culprit, by this class's parameter names.
         """
         host, _, port = self.client_options["bootstrap_servers"][0].rpartition(":")
         protocol = self.client_options.get("security_protocol", "PLAINTEXT")
         try:
             sock = socket.create_connection((host, int(port)), timeout=timeout_s)
         except OSError as exc:
-            return f"nothing answers at {host}:{port} ({exc.strerror or exc}): check KAFKA_BOOTSTRAP_SERVERS"
+            return f"nothing answers at {host}:{port} ({exc.strerror or exc}): check bootstrap_servers"
         with sock:
             if protocol in ("SSL", "SASL_SSL"):
                 context = ssl.create_default_context(cafile=self.client_options.get("ssl_cafile"))
                 try:
                     context.wrap_socket(sock, server_hostname=host).close()
                 except (ssl.SSLError, OSError) as exc:
-                    return f"the TLS handshake with {host}:{port} failed ({exc}): check KAFKA_SSL_CAFILE"
+                    return f"the TLS handshake with {host}:{port} failed ({exc}): check ssl_cafile"
         if protocol.startswith("SASL"):
             user = self.client_options.get("sasl_plain_username")
             return (
                 f"{host}:{port} accepts connections{' and TLS' if protocol == 'SASL_SSL' else ''}, so the broker "
-                f"most likely rejected the SASL credentials for user {user!r}: check KAFKA_SASL_USERNAME, "
-                "KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"
+                f"most likely rejected the SASL credentials for user {user!r}: check sasl_username, "
+                "sasl_password and sasl_mechanism"
             )
-        return f"{host}:{port} accepts connections but did not answer as Kafka: check KAFKA_SECURITY_PROTOCOL"
+        return f"{host}:{port} accepts connections but did not answer as Kafka: check security_protocol"
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
         try:

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from broker.broker import Broker, dead_letter_headers
+from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, Broker, dead_letter_headers
 from broker.consumer import RebalanceListener, Record, TopicPartition
 from broker.message import Message
 from broker.middleware import Middleware
@@ -38,7 +38,7 @@ class StubBroker(Broker):
         middleware: Sequence[Middleware] | None = None,
         *,
         partitions: int = 3,
-        dead_letter_topic: str = "events-dlq",
+        dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC,
     ) -> None:
         super().__init__(middleware, dead_letter_topic=dead_letter_topic)
         self.partitions = partitions

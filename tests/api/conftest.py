@@ -13,6 +13,7 @@ from app import create_app
 from broker import KafkaBroker
 from core import migrate, runtime
 from core.cache import FENCE_SUFFIX, cache_key
+from core.wiring import build_clients
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +48,7 @@ def client(app):
 @pytest.fixture(scope="session")
 def task_runtime(settings):
     """What worker.py sets up before running process_event in this process."""
-    return runtime.configure(settings)
+    return runtime.configure(build_clients(settings))
 
 
 @pytest.fixture

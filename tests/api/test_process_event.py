@@ -52,7 +52,7 @@ def test_each_newer_event_bumps_the_version_and_invalidates_the_cache(task_runti
         process_event(make_event(device_id, T0 + dt.timedelta(seconds=i), n=i))
         assert redis_client.get(cache_key(device_id)) is None, "the entry must be gone after a write"
         assert int(redis_client.get(cache_key(device_id) + FENCE_SUFFIX)) == i + 1
-        assert task_runtime.cache.fill(get_resource(db_engine, device_id)) is True  # the next reader refills
+        assert task_runtime.resource_cache.fill(get_resource(db_engine, device_id)) is True  # the next reader refills
         cached = json.loads(redis_client.get(cache_key(device_id)))
         assert (cached["version"], cached["payload"]) == (i + 1, {"n": i})
         assert 0 < redis_client.ttl(cache_key(device_id)) <= 60
@@ -63,7 +63,7 @@ def test_a_reader_that_loaded_the_old_row_cannot_cache_it_after_the_write(task_r
     """The race that delete-on-write loses, replayed step by step, many times: the reader reads
     version v from PostgreSQL, the worker commits v+1 and invalidates, then the reader caches
     what it read. The versioned fill must refuse; a plain SET (the control) does not."""
-    cache = task_runtime.cache
+    cache = task_runtime.resource_cache
     process_event(make_event(device_id, T0, n=0))
     for i in range(1, 101):
         redis_client.delete(cache_key(device_id))  # the entry expired: the next read is a miss

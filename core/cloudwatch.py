@@ -1,6 +1,6 @@
 """Publish consumer-group lag to Amazon CloudWatch, the metric ECS target-tracking scales on.
 
-Metrics (namespace ``DeviceBackend/Kafka`` by default, unit Count):
+Metrics (namespace ``CLOUDWATCH_NAMESPACE``, ``DeviceBackend/Kafka`` by default; unit Count):
 
 * ``ConsumerLag`` with dimension ``ConsumerGroup``: total lag of the group over its topics
   (the worker service's scaling policy tracks this one);
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_NAMESPACE = "DeviceBackend/Kafka"
+from core.settings import Settings
+
+DEFAULT_NAMESPACE: str = Settings.cloudwatch_namespace
 
 
 def lag_metric_data(report: dict[str, Any]) -> list[dict[str, Any]]:
