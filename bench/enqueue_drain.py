@@ -36,12 +36,13 @@ def main() -> None:
     os.environ["BENCH_TOPIC"] = topic
     from kafka import KafkaAdminClient
 
-    from broker import KafkaBroker, set_broker
+    from broker import set_broker
     from broker.admin import consumer_lag
     from core.settings import load_settings
+    from core.wiring import make_broker
 
     settings = load_settings(require_jwt=False)
-    broker = KafkaBroker(**settings.kafka_options)
+    broker = make_broker(settings)
     set_broker(broker)
     from bench import noop_actors
 
