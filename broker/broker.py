@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 DEFAULT_DEAD_LETTER_TOPIC = "dead-letters"  # applications pass their own
 TRACEBACK_LIMIT = 4000  # characters kept in a dead letter's traceback header
 DLQ_HEADER_PREFIX = "dlq."
+# Why a record was dead-lettered (the ``dlq.reason`` header).
+REASON_UNDECODABLE = "undecodable"  # not a message: no value, not JSON, another format version, bad fields
+REASON_UNKNOWN_ACTOR = "unknown_actor"  # a message for an actor this worker does not have
+REASON_FAILED = "failed"  # the actor failed for good (retries exhausted, or an exception in ``throws``)
+REASON_WORKER_ERROR = "worker_error"  # the worker itself failed on this record (a bug in it or a middleware)
 
 
 class SendFuture:
@@ -158,11 +163,19 @@ class Broker:
         raise NotImplementedError
 
     def dead_letter(
-        self, record: Record, exception: BaseException, *, message: Message | None = None, attempts: int = 1
+        self,
+        record: Record,
+        exception: BaseException,
+        *,
+        message: Message | None = None,
+        attempts: int = 1,
+        reason: str = REASON_FAILED,
     ) -> None:
         """Write ``record`` unchanged (same key and value) to the dead-letter topic, with the error in
         headers, and wait for the acknowledgement. Raises :class:`BrokerUnavailable`."""
-        headers = dead_letter_headers(record, exception, message=message, attempts=attempts, host=self.hostname)
+        headers = dead_letter_headers(
+            record, exception, message=message, attempts=attempts, host=self.hostname, reason=reason
+        )
         wait = self._produce(self.dead_letter_topic, record.key, record.value, record.headers + headers)
         wait(self.send_timeout_ms / 1000)
         self.emit("on_dead_letter", record, message, exception)
@@ -172,11 +185,18 @@ class Broker:
 
 
 def dead_letter_headers(
-    record: Record, exception: BaseException, *, message: Message | None, attempts: int, host: str
+    record: Record,
+    exception: BaseException,
+    *,
+    message: Message | None,
+    attempts: int,
+    host: str,
+    reason: str = REASON_FAILED,
 ) -> list[tuple[str, bytes]]:
     """Kafka headers describing why ``record`` was dead-lettered (Kafka Connect's convention)."""
     tb = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
     fields = {
+        "reason": reason,
         "exception.type": f"{type(exception).__module__}.{type(exception).__qualname__}",
         "exception.message": str(exception)[:1000],
         "exception.traceback": tb[-TRACEBACK_LIMIT:],

@@ -73,11 +73,17 @@ class Message:
             raise EncodeError(f"arguments of {self.actor_name!r} are not JSON-serializable: {exc}") from exc
 
     @classmethod
-    def decode(cls, data: bytes | bytearray | memoryview) -> Message:
-        """Parse wire bytes. Raises :class:`DecodeError` naming what is wrong."""
+    def decode(cls, data: bytes | bytearray | memoryview | None) -> Message:
+        """Parse wire bytes. Raises :class:`DecodeError` naming what is wrong, for *any* input.
+
+        A record's value can be anything a producer wrote, ``None`` included (a Kafka tombstone):
+        the worker dead-letters what does not decode, so nothing else may escape from here.
+        """
+        if data is None:
+            raise DecodeError("the record has no value (a tombstone)")
         try:
             obj = json.loads(bytes(data))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:
             raise DecodeError(f"message is not JSON: {exc}") from exc
         if not isinstance(obj, dict):
             raise DecodeError("message is not a JSON object")
@@ -87,14 +93,23 @@ class Message:
         if missing:
             raise DecodeError(f"message lacks {', '.join(missing)}")
         try:
+            key = obj.get("key")
+            if key is not None and not isinstance(key, str):
+                raise TypeError("key must be a string or null")
+            headers = obj.get("headers") or {}
+            if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+                raise TypeError("headers must be an object of strings")
+            options = obj.get("options") or {}
+            if not isinstance(options, dict):
+                raise TypeError("options must be an object")
             return cls(
                 actor_name=_typed(obj, "actor_name", str),
                 topic=_typed(obj, "topic", str),
                 args=tuple(_typed(obj, "args", list)),
                 kwargs=_typed(obj, "kwargs", dict),
-                key=obj.get("key"),
-                options=obj.get("options") or {},
-                headers=obj.get("headers") or {},
+                key=key,
+                options=options,
+                headers=headers,
                 message_id=_typed(obj, "message_id", str),
                 enqueued_at=dt.datetime.fromisoformat(_typed(obj, "enqueued_at", str)),
             )

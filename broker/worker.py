@@ -11,6 +11,10 @@ Guarantees:
 * **Commit discipline.** A partition's committed offset never passes a record that is still
   queued, running, waiting for a retry, or whose dead letter has not been acknowledged.
   Commits are batched (every ``commit_interval_ms`` and on revocation/shutdown).
+* **No record stops the worker.** A record that is not a message (no value, not JSON, another
+  format version, malformed fields) or names an unknown actor is dead-lettered at once; a
+  failure of the worker itself or of a middleware on a record dead-letters that record
+  (reason ``worker_error``). The ``dlq.reason`` header says which.
 * **Liveness.** The consumer thread keeps polling during long work and backoff (partitions
   whose buffer is full are paused, not starved), so the member never times out of its group.
 * **Shutdown.** :meth:`stop` stops fetching, lets running messages finish within
@@ -30,7 +34,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from broker.broker import Broker
+from broker.broker import REASON_FAILED, REASON_UNDECODABLE, REASON_UNKNOWN_ACTOR, REASON_WORKER_ERROR, Broker
 from broker.consumer import Consumer, Record, TopicPartition
 from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, Interrupt
 from broker.message import Message
@@ -323,12 +327,7 @@ class Worker:
         try:
             outcome = self._run(work)
         except Exception as exc:
-            # Neither processed nor dead-lettered: the offset must not move past it, so stop and
-            # let the record be redelivered (to this process after a restart, or to another).
-            if not self._stop_requested.is_set():
-                log.exception("could not finish a message; stopping the worker")
-                self.failure = exc
-                self._stop_requested.set()
+            outcome = self._after_worker_error(work, exc)
         finally:
             with self._changed:
                 state.in_flight -= 1
@@ -345,6 +344,33 @@ class Worker:
                     following = self._next_for_key(state, work.record.key)
                 self._changed.notify_all()
         return following
+
+    def _after_worker_error(self, work: _Work, exc: Exception) -> object:
+        """The worker itself (or a middleware) failed on this record, outside the actor.
+
+        That must not stop the worker: a restart would fetch the same record and fail again, for
+        ever. So the record is dead-lettered (reason ``worker_error``, with the traceback) and the
+        partition moves on. Only if even that fails is the worker stopped, leaving the record
+        uncommitted (neither processed nor dead-lettered: the offset must not move past it).
+        """
+        if self._stop_requested.is_set():
+            return _ABANDONED  # shutting down: redelivered later
+        record = work.record
+        log.exception(
+            "the worker failed on a record; dead-lettering it",
+            extra={"topic": record.topic, "partition": record.partition, "offset": record.offset},
+        )
+        message = work.proxy.message if work.proxy is not None else None
+        attempts = work.proxy.attempt if work.proxy is not None else 0
+        try:
+            self._dead_letter(record, exc, message, attempts=attempts, reason=REASON_WORKER_ERROR)
+            return None
+        except Exception as error:
+            if not self._stop_requested.is_set():
+                log.exception("could not dead-letter a record; stopping the worker")
+                self.failure = error
+                self._stop_requested.set()
+            return _ABANDONED
 
     def _next_for_key(self, state: PartitionState, key: bytes | None) -> _Work | None:
         if key is None:
@@ -366,10 +392,10 @@ class Worker:
                 message = Message.decode(record.value)
                 broker.get_actor(message.actor_name)
             except DecodeError as exc:
-                self._dead_letter(record, exc, None, attempts=0)
+                self._dead_letter(record, exc, None, attempts=0, reason=REASON_UNDECODABLE)
                 return None
             except ActorNotFound as exc:
-                self._dead_letter(record, exc, message, attempts=0)
+                self._dead_letter(record, exc, message, attempts=0, reason=REASON_UNKNOWN_ACTOR)
                 return None
             work.proxy = MessageProxy(message, record)
         proxy = work.proxy
@@ -395,16 +421,18 @@ class Worker:
             proxy.retry_delay_ms = None
             proxy.exception = None
             return delay
-        self._dead_letter(record, exception, message, attempts=proxy.attempt)
+        self._dead_letter(record, exception, message, attempts=proxy.attempt, reason=REASON_FAILED)
         return None
 
-    def _dead_letter(self, record: Record, exc: BaseException, message: Message | None, *, attempts: int) -> None:
+    def _dead_letter(
+        self, record: Record, exc: BaseException, message: Message | None, *, attempts: int, reason: str
+    ) -> None:
         """Write the dead letter; if the broker cannot take it, keep trying (the offset must not move
         past a record that is neither processed nor dead-lettered) unless we are shutting down."""
         backoff = 0.5
         while True:
             try:
-                self.broker.dead_letter(record, exc, message=message, attempts=attempts)
+                self.broker.dead_letter(record, exc, message=message, attempts=attempts, reason=reason)
                 return
             except BrokerUnavailable as error:
                 if self._stop_requested.is_set():

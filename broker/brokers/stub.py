@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, Broker, dead_letter_headers
+from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, Broker, dead_letter_headers
 from broker.consumer import RebalanceListener, Record, TopicPartition
 from broker.message import Message
 from broker.middleware import Middleware
@@ -75,9 +75,17 @@ class StubBroker(Broker):
         return lambda timeout_s: None
 
     def dead_letter(
-        self, record: Record, exception: BaseException, *, message: Message | None = None, attempts: int = 1
+        self,
+        record: Record,
+        exception: BaseException,
+        *,
+        message: Message | None = None,
+        attempts: int = 1,
+        reason: str = REASON_FAILED,
     ) -> None:
-        headers = dead_letter_headers(record, exception, message=message, attempts=attempts, host=self.hostname)
+        headers = dead_letter_headers(
+            record, exception, message=message, attempts=attempts, host=self.hostname, reason=reason
+        )
         written = self._append(self.dead_letter_topic, record.key, record.value, record.headers + headers)
         with self._cond:
             self.dead_letters.append(DeadLetter(written, message, exception))
