@@ -153,6 +153,7 @@ def actor(
       topic: the Kafka topic its messages go to.
       broker: bind to this broker instead of the global one (handy in tests).
       **options: ``max_retries``, ``min_backoff``, ``max_backoff`` (ms), ``throws``, ``retry_when``,
+        ``transient`` (exception types meaning a dependency failed: waited for, never dead-lettered),
         ``time_limit`` (ms), ``key`` (``key(*args, **kwargs) -> str``, the Kafka key for ``send``),
         plus options of custom middleware.
 
@@ -172,9 +173,10 @@ def actor(
                 f"actor {name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
                 f"valid options are {', '.join(sorted(valid))} (custom options need a middleware declaring them)"
             )
-        throws = options.get("throws")
-        if throws is not None and not isinstance(throws, tuple):
-            options["throws"] = (throws,) if isinstance(throws, type) else tuple(throws)
+        for name_ in ("throws", "transient"):  # exception types: one, or any iterable of them
+            types = options.get(name_)
+            if types is not None and not isinstance(types, tuple):
+                options[name_] = (types,) if isinstance(types, type) else tuple(types)
         for name_ in ("key", "retry_when"):
             if options.get(name_) is not None and not callable(options[name_]):
                 raise ValueError(f"actor {name!r}: option {name_!r} must be callable")

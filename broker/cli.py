@@ -29,6 +29,7 @@ from typing import Any
 
 from broker.broker import Broker, set_broker
 from broker.errors import BrokerError
+from broker.transient import DEFAULT_MAX_BACKOFF_MS
 from broker.worker import DEFAULT_GROUP, Worker
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,12 @@ def make_parser(
     run.add_argument("--group", default=default_group, help=f"consumer group (default {default_group})")
     run.add_argument("--shutdown-timeout", type=int, default=30000, help="ms to finish running messages on stop")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    run.add_argument(
+        "--dependency-backoff-max",
+        type=int,
+        default=DEFAULT_MAX_BACKOFF_MS,
+        help=f"ms: the longest wait between tries while a dependency is down (default {DEFAULT_MAX_BACKOFF_MS})",
+    )
 
     lag = sub.add_parser("lag", help="print the group's lag as JSON")
     lag.add_argument("modules", nargs="*", default=list(default_modules))
@@ -130,6 +137,7 @@ def run_worker(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
         group_id=args.group,
         worker_threads=args.threads,
         shutdown_timeout_ms=args.shutdown_timeout,
+        dependency_max_backoff_ms=args.dependency_backoff_max,
     )
     stop = threading.Event()
 
@@ -171,6 +179,8 @@ def supervise(args: argparse.Namespace) -> int:
         args.group,
         "--shutdown-timeout",
         str(args.shutdown_timeout),
+        "--dependency-backoff-max",
+        str(args.dependency_backoff_max),
     ]
     if args.topics:
         child_argv += ["--topics", *args.topics]

@@ -14,9 +14,21 @@ class MessageProxy:
     Attribute access falls through to the message (``proxy.actor_name``, ``proxy.options``).
     ``attempt`` counts deliveries in this worker, starting at 1. Middleware decide the outcome
     of a failure by calling :meth:`retry` or :meth:`fail`; a failure nobody decides is dead-lettered.
+    A failure of a dependency (``transient``, see :mod:`broker.transient`) is the worker's to
+    handle: it waits and tries again without counting an attempt (``dependency_failures`` counts
+    those in a row).
     """
 
-    __slots__ = ("_message", "attempt", "exception", "failed", "record", "retry_delay_ms")
+    __slots__ = (
+        "_message",
+        "attempt",
+        "dependency_failures",
+        "exception",
+        "failed",
+        "record",
+        "retry_delay_ms",
+        "transient",
+    )
 
     def __init__(self, message: Message, record: Record, attempt: int = 1) -> None:
         self._message = message
@@ -25,6 +37,8 @@ class MessageProxy:
         self.exception: BaseException | None = None
         self.retry_delay_ms: int | None = None
         self.failed = False
+        self.transient = False  # the current failure is a dependency's, not the message's
+        self.dependency_failures = 0
 
     @property
     def message(self) -> Message:

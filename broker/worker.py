@@ -15,6 +15,10 @@ Guarantees:
   format version, malformed fields) or names an unknown actor is dead-lettered at once; a
   failure of the worker itself or of a middleware on a record dead-letters that record
   (reason ``worker_error``). The ``dlq.reason`` header says which.
+* **A dependency outage is not poison.** When a failure is a dependency's (PostgreSQL, Redis,
+  Kafka down or timing out: :mod:`broker.transient`), the record is tried again in place, in
+  order, with capped, jittered exponential backoff, for as long as it takes; it never counts
+  toward ``max_retries`` and never reaches the dead-letter topic. The member stays in its group.
 * **Liveness.** The consumer thread keeps polling during long work and backoff (partitions
   whose buffer is full are paused, not starved), so the member never times out of its group.
 * **Shutdown.** :meth:`stop` stops fetching, lets running messages finish within
@@ -34,6 +38,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from broker import transient
 from broker.broker import REASON_FAILED, REASON_UNDECODABLE, REASON_UNKNOWN_ACTOR, REASON_WORKER_ERROR, Broker
 from broker.consumer import Consumer, Record, TopicPartition
 from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, Interrupt
@@ -66,6 +71,8 @@ class Worker:
       commit_interval_ms: how often finished offsets are committed.
       max_buffered_per_partition: fetched-but-unfinished records above which a partition is paused.
       shutdown_timeout_ms: how long :meth:`stop` lets running messages finish.
+      dependency_min_backoff_ms, dependency_max_backoff_ms: the wait before trying a message again
+        after a dependency failed under it (doubling from the first, capped at the second, jittered).
     """
 
     def __init__(
@@ -80,6 +87,8 @@ class Worker:
         max_buffered_per_partition: int = 2000,
         shutdown_timeout_ms: int = 30000,
         poll_timeout_ms: int = 100,
+        dependency_min_backoff_ms: int = transient.DEFAULT_MIN_BACKOFF_MS,
+        dependency_max_backoff_ms: int = transient.DEFAULT_MAX_BACKOFF_MS,
     ) -> None:
         self.broker = broker
         self.topics = sorted(topics) if topics else None
@@ -91,6 +100,8 @@ class Worker:
         self.shutdown_timeout = shutdown_timeout_ms / 1000
         self.revoke_timeout_s = self.shutdown_timeout
         self.poll_timeout_ms = poll_timeout_ms
+        self.dependency_min_backoff_ms = dependency_min_backoff_ms
+        self.dependency_max_backoff_ms = dependency_max_backoff_ms
 
         self.consumer: Consumer | None = None
         self.failure: BaseException | None = None  # set if the consumer thread died
@@ -408,12 +419,23 @@ class Worker:
         except (Exception, Interrupt) as exc:  # an Interrupt (time limit) is a failure like any other
             exception = exc
         proxy.exception = exception
+        proxy.transient = exception is not None and self._is_transient(actor.options, exception)
         try:
             broker.emit_after("process_message", proxy, result=result, exception=exception)
         except Interrupt:
             pass  # the limit fired after the actor returned; its outcome stands
         if exception is None:
+            if proxy.dependency_failures:
+                log.info("the dependency is back", extra={"message_id": message.message_id})
             return None
+        if proxy.transient:
+            proxy.dependency_failures += 1
+            delay = transient.backoff_ms(
+                proxy.dependency_failures, self.dependency_min_backoff_ms, self.dependency_max_backoff_ms
+            )
+            broker.emit("on_dependency_wait", proxy, delay)
+            proxy.exception = None
+            return delay
         delay = proxy.retry_delay_ms
         if delay is not None and not proxy.failed:
             broker.emit("on_retry", proxy, delay)
@@ -423,6 +445,14 @@ class Worker:
             return delay
         self._dead_letter(record, exception, message, attempts=proxy.attempt, reason=REASON_FAILED)
         return None
+
+    @staticmethod
+    def _is_transient(options: dict, exception: BaseException) -> bool:
+        """A dependency's failure (wait for it), not the message's; ``throws`` wins over it."""
+        throws = options.get("throws")
+        if throws and isinstance(exception, throws):
+            return False
+        return transient.is_transient(exception, options.get("transient") or ())
 
     def _dead_letter(
         self, record: Record, exc: BaseException, message: Message | None, *, attempts: int, reason: str

@@ -42,6 +42,14 @@ class Logging(Middleware):
         extra.update(attempt=message.attempt, delay_ms=delay_ms, error=type(message.exception).__name__)
         log.warning("message failed; will retry", extra=extra)
 
+    def on_dependency_wait(self, broker: Broker, message: MessageProxy, delay_ms: int) -> None:
+        # once when the wait begins, then every 10th try: an outage must not flood the log
+        if message.dependency_failures % 10 != 1:
+            return
+        extra = _context(message, message.record)
+        extra.update(failures=message.dependency_failures, delay_ms=delay_ms, error=type(message.exception).__name__)
+        log.warning("a dependency failed; waiting for it (not counted as an attempt)", extra=extra)
+
     def on_dead_letter(self, broker: Broker, record: Record, message: Message | None, exception: BaseException) -> None:
         if message is not None:
             extra = _context(message, record)

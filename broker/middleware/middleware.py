@@ -39,6 +39,10 @@ class Middleware:
     def on_retry(self, broker: Broker, message: MessageProxy, delay_ms: int) -> None:
         """The message failed and will run again after ``delay_ms`` (same worker, same order)."""
 
+    def on_dependency_wait(self, broker: Broker, message: MessageProxy, delay_ms: int) -> None:
+        """A dependency failed under the message; it runs again after ``delay_ms``, not counted as an
+        attempt (``message.dependency_failures`` failures in a row so far)."""
+
     def on_dead_letter(self, broker: Broker, record: Record, message: Message | None, exception: BaseException) -> None:
         """The record was written to the dead-letter topic (``message`` is None if undecodable)."""
 

@@ -26,6 +26,9 @@ class Prometheus(Middleware):
         self.failed = counter("messages_failed", "Failed attempts (each retry counts)")
         self.retried = counter("messages_retried", "Retries scheduled")
         self.dead_lettered = counter("messages_dead_lettered", "Messages written to the dead-letter topic")
+        self.dependency_waits = counter(
+            "messages_dependency_waits", "Failures of a dependency (database, cache, broker) waited out"
+        )
         self.in_progress = Gauge(
             "messages_in_progress",
             "Messages being processed",
@@ -58,6 +61,9 @@ class Prometheus(Middleware):
 
     def on_retry(self, broker: Broker, message: MessageProxy, delay_ms: int) -> None:
         self.retried.labels(message.actor_name).inc()
+
+    def on_dependency_wait(self, broker: Broker, message: MessageProxy, delay_ms: int) -> None:
+        self.dependency_waits.labels(message.actor_name).inc()
 
     def on_dead_letter(self, broker: Broker, record: Record, message: Message | None, exception: BaseException) -> None:
         self.dead_lettered.labels(message.actor_name if message else "").inc()

@@ -29,11 +29,13 @@ class Retries(Middleware):
     """Decides, for each failure, between retrying after a backoff and dead-lettering.
 
     Actor options: ``max_retries``, ``min_backoff``/``max_backoff`` (ms), ``throws`` (exception
-    types that are dead-lettered at once) and ``retry_when(retries_so_far, exception) -> bool``
-    (replaces the ``max_retries`` test).
+    types that are dead-lettered at once), ``retry_when(retries_so_far, exception) -> bool``
+    (replaces the ``max_retries`` test) and ``transient`` (exception types that mean a dependency
+    failed, on top of :mod:`broker.transient`'s defaults: the worker waits for those, and they are
+    never counted here).
     """
 
-    actor_options = frozenset({"max_retries", "min_backoff", "max_backoff", "retry_when", "throws"})
+    actor_options = frozenset({"max_retries", "min_backoff", "max_backoff", "retry_when", "throws", "transient"})
     message_options = frozenset({"max_retries", "min_backoff", "max_backoff"})
 
     def __init__(
@@ -58,8 +60,8 @@ class Retries(Middleware):
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        if exception is None:
-            return
+        if exception is None or message.transient:
+            return  # a dependency's failure is not an attempt: the worker waits for it
         # the message's options override the actor's, which override the middleware's defaults
         options = {**self.defaults, **broker.get_actor(message.actor_name).options, **message.options}
         throws = options["throws"]
