@@ -16,7 +16,18 @@ def make_engine(settings: Settings, **overrides: object) -> Engine:
         "pool_pre_ping": True,  # RDS failovers and idle timeouts close connections under us
         "pool_recycle": 1800,
         "pool_timeout": 5,
-        "connect_args": {"connect_timeout": 5, "application_name": settings.kafka_client_id},
+        # Every wait bounded: connecting, each statement and each lock wait (server-side), and TCP
+        # keepalives so a connection to a vanished server is noticed instead of hanging.
+        "connect_args": {
+            "connect_timeout": settings.db_connect_timeout_seconds,
+            "application_name": settings.kafka_client_id,
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms} "
+            f"-c lock_timeout={settings.db_lock_timeout_ms}",
+            "keepalives": 1,
+            "keepalives_idle": settings.db_keepalives_idle_seconds,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
     }
     options.update(overrides)
     return create_engine(settings.database_url, **options)

@@ -38,6 +38,10 @@ class Settings:
     postgres_sslmode: str = "prefer"  # POSTGRES_SSLMODE
     db_pool_size: int = 10  # DB_POOL_SIZE
     db_max_overflow: int = 10  # DB_MAX_OVERFLOW
+    db_connect_timeout_seconds: int = 5  # DB_CONNECT_TIMEOUT_SECONDS
+    db_statement_timeout_ms: int = 15000  # DB_STATEMENT_TIMEOUT_MS (server-side, per statement)
+    db_lock_timeout_ms: int = 5000  # DB_LOCK_TIMEOUT_MS (waiting for a row lock)
+    db_keepalives_idle_seconds: int = 30  # DB_KEEPALIVES_IDLE_SECONDS (TCP keepalive: find dead peers)
 
     redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL
     cache_ttl_seconds: int = 60  # CACHE_TTL_SECONDS
@@ -53,6 +57,10 @@ class Settings:
     kafka_topic_dlq: str = "events-dlq"  # KAFKA_TOPIC_DLQ
     kafka_consumer_group: str = "events-processor"  # KAFKA_CONSUMER_GROUP
     kafka_send_timeout_ms: int = 5000  # KAFKA_SEND_TIMEOUT_MS
+    kafka_session_timeout_ms: int = 10000  # KAFKA_SESSION_TIMEOUT_MS (a dead worker leaves the group after this)
+    kafka_heartbeat_interval_ms: int = 3000  # KAFKA_HEARTBEAT_INTERVAL_MS
+    kafka_max_poll_interval_ms: int = 300000  # KAFKA_MAX_POLL_INTERVAL_MS
+    kafka_request_timeout_ms: int = 30000  # KAFKA_REQUEST_TIMEOUT_MS (consumer and admin requests)
 
     cloudwatch_namespace: str = "DeviceBackend/Kafka"  # CLOUDWATCH_NAMESPACE (`worker.py lag --publish cloudwatch`)
 
@@ -134,6 +142,26 @@ def _check(settings: Settings) -> list[str]:
     if settings.kafka_ssl_cafile:
         need(os.path.isfile(settings.kafka_ssl_cafile), f"KAFKA_SSL_CAFILE {settings.kafka_ssl_cafile!r} is not a file")
     need(settings.kafka_send_timeout_ms >= 500, "KAFKA_SEND_TIMEOUT_MS must be at least 500")
+    need(
+        settings.kafka_session_timeout_ms >= 6000,
+        "KAFKA_SESSION_TIMEOUT_MS must be at least 6000 (Kafka's group.min.session.timeout.ms)",
+    )
+    need(
+        0 < settings.kafka_heartbeat_interval_ms * 3 <= settings.kafka_session_timeout_ms,
+        "KAFKA_HEARTBEAT_INTERVAL_MS must be positive and at most a third of KAFKA_SESSION_TIMEOUT_MS",
+    )
+    need(
+        settings.kafka_max_poll_interval_ms >= settings.kafka_session_timeout_ms,
+        "KAFKA_MAX_POLL_INTERVAL_MS must be at least KAFKA_SESSION_TIMEOUT_MS",
+    )
+    need(settings.kafka_request_timeout_ms >= 1000, "KAFKA_REQUEST_TIMEOUT_MS must be at least 1000")
+    for name in (
+        "db_connect_timeout_seconds",
+        "db_statement_timeout_ms",
+        "db_lock_timeout_ms",
+        "db_keepalives_idle_seconds",
+    ):
+        need(getattr(settings, name) > 0, f"{name.upper()} must be positive")
     need(settings.cache_ttl_seconds > 0, "CACHE_TTL_SECONDS must be positive")
     need(settings.max_body_bytes > 0, "MAX_BODY_BYTES must be positive")
     need(

@@ -42,12 +42,18 @@ def make_redis(settings: Settings) -> redis.Redis:
 
 
 def make_broker(settings: Settings, middleware: Sequence[Middleware] | None = None) -> KafkaBroker:
-    """The Kafka broker with the application's connection, dead-letter topic and send timeout."""
+    """The Kafka broker with the application's connection, dead-letter topic and timeouts."""
     return KafkaBroker(
         **settings.kafka_options,
         dead_letter_topic=settings.kafka_topic_dlq,
         send_timeout_ms=settings.kafka_send_timeout_ms,
         middleware=middleware,
+        consumer_options={
+            "session_timeout_ms": settings.kafka_session_timeout_ms,
+            "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+            "max_poll_interval_ms": settings.kafka_max_poll_interval_ms,
+            "request_timeout_ms": settings.kafka_request_timeout_ms,
+        },
     )
 
 

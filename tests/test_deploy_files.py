@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from broker.brokers.kafka import CLOSE_TIMEOUT_MS, COMMIT_TIMEOUT_MS
 from core.cloudwatch import DEFAULT_NAMESPACE, lag_metric_data
-from core.settings import ENV_VARIABLES
+from core.settings import ENV_VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # read by gunicorn.conf.py / prometheus_client / boto3 rather than by Settings
@@ -135,7 +136,10 @@ def test_the_worker_task_has_time_to_drain_and_publishes_lag():
     worker = containers["worker"]
     assert "portMappings" not in worker  # no load balancer
     shutdown_ms = int(worker["command"][worker["command"].index("--shutdown-timeout") + 1])
-    assert worker["stopTimeout"] * 1000 > shutdown_ms  # SIGKILL only after the drain deadline
+    # SIGKILL only after the whole drain: running messages, the last commit, leaving the group and
+    # closing the producer, each bounded; with at least 10 s to spare
+    drain_ms = shutdown_ms + COMMIT_TIMEOUT_MS + CLOSE_TIMEOUT_MS + Settings.kafka_send_timeout_ms
+    assert worker["stopTimeout"] * 1000 >= drain_ms + 10_000
     lag = containers["lag-publisher"]["command"]
     assert lag[:2] == ["python", "worker.py"] and "lag" in lag and "cloudwatch" in lag
 

@@ -30,6 +30,11 @@ from broker.middleware import Middleware
 
 log = logging.getLogger(__name__)
 
+# Bounds on the consumer's last steps, so a drain fits a container's stop timeout: shutdown
+# timeout + COMMIT_TIMEOUT_MS + CLOSE_TIMEOUT_MS + the producer's send timeout (docs/operations.md).
+COMMIT_TIMEOUT_MS = 10_000
+CLOSE_TIMEOUT_MS = 10_000
+
 
 def client_options(
     bootstrap_servers: str | Sequence[str],
@@ -291,7 +296,7 @@ class KafkaGroupConsumer:
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
-            self.kafka.commit(_kafka_offsets(offsets))
+            self.kafka.commit(_kafka_offsets(offsets), timeout_ms=COMMIT_TIMEOUT_MS)
         except KafkaError as exc:
             raise BrokerUnavailable(f"offset commit failed: {exc}") from exc
 
@@ -306,4 +311,4 @@ class KafkaGroupConsumer:
             self.kafka.resume(*tps)
 
     def close(self) -> None:
-        self.kafka.close(autocommit=False)
+        self.kafka.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
