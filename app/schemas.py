@@ -2,10 +2,47 @@
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+import math
+import re
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _id_field = {"required": True, "validate": validate.Regexp(ID_PATTERN, error="1-128 letters, digits or ._:-")}
+
+
+MAX_PAYLOAD_DEPTH = 32
+MAX_PAYLOAD_KEYS = 1000
+# PostgreSQL's jsonb cannot hold NUL, and UTF-8 cannot carry a lone surrogate half
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def storable_json(value: Any) -> None:
+    """Refuse what PostgreSQL's ``jsonb`` can never store (so it gets 422 now, not a 202 followed by
+    a dead letter): NUL characters and lone surrogates in strings or keys, NaN and infinities;
+    and payloads nested deeper than 32 levels or holding more than 1,000 keys in all."""
+    keys = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise ValidationError(f"nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+        if isinstance(item, dict):
+            keys += len(item)
+            if keys > MAX_PAYLOAD_KEYS:
+                raise ValidationError(f"more than {MAX_PAYLOAD_KEYS} keys in all")
+            for key, child in item.items():
+                if _UNSTORABLE.search(key):
+                    raise ValidationError("a key holds a NUL character or a lone surrogate")
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                raise ValidationError("a string holds a NUL character or a lone surrogate")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValidationError("NaN and Infinity are not JSON numbers")
 
 
 class EventSchema(Schema):
@@ -16,7 +53,10 @@ class EventSchema(Schema):
 
     device_id = fields.String(**_id_field, metadata={"example": "device-123"})
     payload = fields.Dict(
-        required=True, keys=fields.String(), metadata={"example": {"status": "online", "temp_c": 37.2}}
+        required=True,
+        keys=fields.String(),
+        validate=storable_json,
+        metadata={"example": {"status": "online", "temp_c": 37.2}},
     )
 
 

@@ -72,6 +72,19 @@ def test_roles_are_enforced_per_endpoint(client, make_token, roles, post_status,
         ('{"device_id": 7, "payload": {}}', "application/json", 422, "device_id"),
         ('{"device_id": "d", "payload": [1]}', "application/json", 422, "payload"),
         ('{"device_id": "d", "payload": {}, "extra": 1}', "application/json", 422, "extra"),
+        # what PostgreSQL's jsonb can never store: 422 now, not 202 and then a dead letter
+        ('{"device_id": "d", "payload": {"s": "a\\u0000b"}}', "application/json", 422, "payload"),
+        ('{"device_id": "d", "payload": {"a\\u0000": 1}}', "application/json", 422, "payload"),
+        ('{"device_id": "d", "payload": {"s": "\\ud800"}}', "application/json", 422, "payload"),
+        ('{"device_id": "d", "payload": {"t": NaN}}', "application/json", 422, "payload"),
+        ('{"device_id": "d", "payload": {"t": [-Infinity]}}', "application/json", 422, "payload"),
+        ('{"device_id": "d", "payload": ' + '{"a": ' * 33 + "1" + "}" * 33 + "}", "application/json", 422, "payload"),
+        (
+            '{"device_id": "d", "payload": {' + ",".join(f'"k{i}": 0' for i in range(1001)) + "}}",
+            "application/json",
+            422,
+            "payload",
+        ),
     ],
 )
 def test_bad_bodies_get_clear_errors(client, auth, body, content_type, status, field):
