@@ -216,6 +216,10 @@ class KafkaBroker(Broker):
             "fetch_max_wait_ms": 100,
             "allow_auto_create_topics": False,
             "bootstrap_timeout_ms": 10000,  # fail start-up in bounded time (with a diagnosis)
+            # A group leader that assigns while its metadata lacks a topic assigns nothing, and
+            # kafka-python rebalances again only once fresh metadata differs: the default 5 minutes
+            # was a 5-minute stall (seen on fresh topics and after worker restarts). Refresh often.
+            "metadata_max_age_ms": 10000,
         }
         options.update(self.consumer_options)
         try:
@@ -275,10 +279,26 @@ class KafkaGroupConsumer:
         self.kafka = KafkaConsumer(**options)
         try:
             internals.check_consumer(self.kafka)
-        except internals.KafkaInternalsError:
+            self.kafka.subscribe(topics, listener=_ListenerAdapter(self, listener))
+            self._await_metadata(topics, timeout_s=options["bootstrap_timeout_ms"] / 1000)
+        except BaseException:
             self.kafka.close(autocommit=False)
             raise
-        self.kafka.subscribe(topics, listener=_ListenerAdapter(self, listener))
+
+    def _await_metadata(self, topics: list[str], timeout_s: float) -> None:
+        """Know every topic's partitions before joining (the first poll joins): if this member
+        becomes the group's leader, it assigns from its own metadata, and a topic missing there gets
+        no consumer at all. After ``subscribe``, so the group's metadata snapshot is built from it
+        (before it, the snapshot stays empty and the next refresh forces a needless rebalance)."""
+        deadline = time.monotonic() + timeout_s
+        missing = list(topics)
+        while True:
+            missing = [t for t in missing if not self.kafka.partitions_for_topic(t)]
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(f"no partitions known for topic(s) {', '.join(missing)}: do they exist?")
+            time.sleep(0.2)
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
         internals.unstick_parked_records(self.kafka)

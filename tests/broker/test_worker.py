@@ -210,3 +210,29 @@ def test_a_member_joining_while_partitions_are_paused_loses_nothing(env):
     env.start_worker(max_buffered_per_partition=5, worker_threads=2)  # rebalance while paused
     wait_for(lambda: len(set(seen)) == 600, timeout=90, message="all 600 processed")
     wait_for(lambda: env.committed() == env.end_offsets(), timeout=30, message="everything committed")
+
+
+def test_a_clean_start_joins_once_and_runs_each_message_once(env):
+    """A group leader that assigns without the topic's metadata assigned nothing (a stall of up to
+    5 minutes), and a stale metadata snapshot forced a second rebalance right after the first
+    (re-running messages): a clean start must do neither."""
+    runs: list[int] = []
+    revocations = []
+
+    @actor(broker=env.broker, topic=env.topic)
+    def once(n):
+        runs.append(n)
+
+    worker = env.start_worker()
+    original = worker.revoke_partitions
+
+    def counting(partitions):
+        if partitions:  # kafka-python "revokes" the empty set before its first join
+            revocations.append(partitions)
+        return original(partitions)
+
+    worker.revoke_partitions = counting
+    once.send_many((n,) for n in range(30))
+    wait_for(lambda: sorted(runs) == list(range(30)), timeout=20, message=f"{len(runs)} runs")
+    wait_for(lambda: sum(env.committed().values()) == 30, message="all committed")
+    assert revocations == [] and len(runs) == 30
