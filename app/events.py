@@ -12,7 +12,7 @@ from marshmallow import ValidationError
 from app.auth import roles_required
 from app.errors import error_response
 from app.schemas import event_schema
-from broker import BrokerUnavailable
+from broker import BrokerUnavailable, MessageTooLarge
 from tasks import process_event
 
 blueprint = Blueprint("events", __name__)
@@ -43,6 +43,8 @@ def post_event() -> ResponseReturnValue:
     }
     try:
         process_event.send_with_options(args=(event,), key=data["device_id"], headers={"request_id": g.request_id})
+    except MessageTooLarge:
+        return error_response(413, "request_entity_too_large", "the event is larger than the queue accepts")
     except BrokerUnavailable as exc:
         current_app.logger.warning("event not accepted: Kafka unavailable", extra={"error": str(exc)})
         response, status = error_response(503, "unavailable", "the event queue is unavailable; retry later")

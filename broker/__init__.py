@@ -23,6 +23,7 @@ from broker.errors import (
     DuplicateActor,
     EncodeError,
     Interrupt,
+    MessageTooLarge,
     NoBrokerConfigured,
     TimeLimitExceeded,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "KafkaBroker",
     "Message",
     "MessageProxy",
+    "MessageTooLarge",
     "Middleware",
     "NoBrokerConfigured",
     "SendFuture",

@@ -13,6 +13,11 @@ class BrokerUnavailable(BrokerError):
     """
 
 
+class MessageTooLarge(BrokerError):
+    """The message is larger than the broker accepts. The message's fault: it will never be sent
+    as it is (the API answers 413); other sends are unaffected."""
+
+
 class ActorNotFound(BrokerError):
     """A message names an actor that is not registered on this broker."""
 

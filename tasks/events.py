@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import redis
+import sqlalchemy.exc
 
 from broker import actor
 from core.resources import apply_event
@@ -23,7 +24,10 @@ EVENTS_TOPIC = "events-input"
     min_backoff=2000,
     max_backoff=60000,
     key=lambda event: event["device_id"],
-    throws=(KeyError, TypeError),  # a malformed event will not get better by retrying
+    # a malformed event, or one PostgreSQL refuses to store (a NUL in the payload), will not get
+    # better by retrying: straight to the dead-letter topic. Outages of PostgreSQL or Redis are
+    # not failures of the event: the worker waits for them (broker.transient).
+    throws=(KeyError, TypeError, sqlalchemy.exc.DataError),
 )
 def process_event(event: dict[str, Any]) -> None:
     """Store ``event`` (audit row + newest-wins upsert), then invalidate the cached resource.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -32,3 +33,27 @@ def git_status() -> set[str] | None:
         ["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True, text=True
     )
     return set(result.stdout.splitlines()) if result.returncode == 0 else None
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_group_at_end(kafka_options: dict, group: str, topic: str) -> None:
+    """Commit the topic's end offsets for a new group, so its worker sees only what comes next.
+
+    ``kafka_options`` are ``Settings.kafka_options``."""
+    from kafka import KafkaConsumer
+    from kafka.structs import OffsetAndMetadata
+    from kafka.structs import TopicPartition as KTP
+
+    from broker.brokers.kafka import client_options
+
+    consumer = KafkaConsumer(**client_options(**kafka_options), group_id=group, enable_auto_commit=False)
+    tps = [KTP(topic, p) for p in consumer.partitions_for_topic(topic)]
+    ends = consumer.end_offsets(tps)
+    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in ends.items()})
+    consumer.close()

@@ -18,6 +18,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTopicPartition
+from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -25,7 +26,7 @@ from kafka.structs import OffsetAndMetadata
 from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, Broker
 from broker.brokers import kafka_internals as internals
 from broker.consumer import RebalanceListener, Record, TopicPartition
-from broker.errors import BrokerUnavailable
+from broker.errors import BrokerError, BrokerUnavailable, MessageTooLarge
 from broker.middleware import Middleware
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,23 @@ log = logging.getLogger(__name__)
 # timeout + COMMIT_TIMEOUT_MS + CLOSE_TIMEOUT_MS + the producer's send timeout (docs/operations.md).
 COMMIT_TIMEOUT_MS = 10_000
 CLOSE_TIMEOUT_MS = 10_000
+# kafka-python doubles its reconnect backoff per failed attempt up to 30 s by default, so after a
+# 10-15 s broker restart the next attempt could be half a minute away: the API answered 503 long
+# after Kafka was back. Trying a lost broker once a second costs nothing.
+RECONNECT_BACKOFF_MAX_MS = 1_000
+# How long a failed send counts as "the producer is failing" for health() without a newer verdict.
+HEALTH_WINDOW_S = 30.0
+# The record is too large for the producer (max_request_size) or the broker (message.max.bytes).
+TOO_LARGE = (kafka_errors.MessageSizeTooLargeError,)
+# Errors after which a producer never sends again: rebuild it.
+FATAL = (
+    kafka_errors.IllegalStateError,
+    kafka_errors.ProducerFencedError,
+    kafka_errors.OutOfOrderSequenceNumberError,
+    kafka_errors.UnknownProducerIdError,
+    kafka_errors.InvalidProducerEpochError,
+    kafka_errors.ClusterAuthorizationFailedError,
+)
 
 
 def client_options(
@@ -101,6 +119,7 @@ class KafkaBroker(Broker):
         self._producer: KafkaProducer | None = None
         self._producer_pid: int | None = None
         self._producer_lock = threading.Lock()
+        self._failing_since: float | None = None  # set when a send fails, cleared by an acknowledgement
 
     # ------------------------------------------------------------ producing
 
@@ -125,7 +144,13 @@ class KafkaBroker(Broker):
         options: dict[str, Any] = {
             **self.client_options,
             "acks": "all",
-            "enable_idempotence": True,
+            # Not idempotent: kafka-python 3.0.12's idempotent producer never sends again once
+            # batches expired while a broker was away (a restart under load wedged the API for
+            # minutes), and one fatal error poisons it for good. Durability stays (acks=all); one
+            # request in flight per connection keeps each partition's order through retries; a
+            # duplicate from a retried request is absorbed like any redelivery (tasks are idempotent).
+            "enable_idempotence": False,
+            "max_in_flight_requests_per_connection": 1,
             "linger_ms": self.linger_ms,
             "batch_size": 256 * 1024,
             # every wait bounded: connecting, metadata, the request, the whole delivery
@@ -134,6 +159,7 @@ class KafkaBroker(Broker):
             "request_timeout_ms": timeout,
             "delivery_timeout_ms": timeout + self.linger_ms,
             "allow_auto_create_topics": False,
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
         }
         options.update(self.producer_options)
         try:
@@ -174,18 +200,55 @@ class KafkaBroker(Broker):
         return f"{host}:{port} accepts connections but did not answer as Kafka: check security_protocol"
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+        producer = self.producer
         try:
-            future = self.producer.send(topic, value=value, key=key, headers=headers)
+            future = producer.send(topic, value=value, key=key, headers=headers)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"Kafka did not accept a message for {topic!r}: {exc}") from exc
+            raise self._translate(exc, producer, f"Kafka did not accept a message for {topic!r}") from exc
 
         def wait(timeout_s: float) -> None:
             try:
                 future.get(timeout=timeout_s)
             except KafkaError as exc:
-                raise BrokerUnavailable(f"Kafka did not acknowledge a message for {topic!r}: {exc}") from exc
+                raise self._translate(exc, producer, f"Kafka did not acknowledge a message for {topic!r}") from exc
+            self._failing_since = None
 
         return wait
+
+    def _translate(self, exc: KafkaError, producer: KafkaProducer, what: str) -> BrokerError:
+        """The error a sender sees, and the producer's repair: a record too large is the message's
+        fault (the producer is fine); a fatal error rebuilds the producer, so one bad moment never
+        leaves the process unable to send; anything else is an outage until a send succeeds."""
+        if isinstance(exc, TOO_LARGE):
+            return MessageTooLarge(f"{what}: {exc}")
+        if isinstance(exc, FATAL):
+            self._discard_producer(producer, exc)
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        return BrokerUnavailable(f"{what}: {exc}")
+
+    def _discard_producer(self, producer: KafkaProducer, exc: KafkaError) -> None:
+        """Drop ``producer`` (if it is still the current one): the next send builds a fresh one."""
+        with self._producer_lock:
+            if self._producer is not producer:
+                return
+            self._producer = None
+        log.warning("the Kafka producer failed for good; building a new one", extra={"error": repr(exc)})
+        threading.Thread(target=producer.close, kwargs={"timeout": 0}, daemon=True).start()
+
+    def health(self) -> tuple[bool, str]:
+        """Whether this process's producer can send now, in words for ``/readyz``.
+
+        The sends tell the truth: failing since the last send failed, fine again once one is
+        acknowledged. With no recent verdict (no traffic, or a readiness probe keeping traffic
+        away), a TCP probe of the bootstrap servers stands in."""
+        failing_since = self._failing_since
+        if failing_since is not None and time.monotonic() - failing_since < HEALTH_WINDOW_S:
+            return False, f"sends failing for {time.monotonic() - failing_since:.0f}s"
+        diagnosis = self.diagnose(timeout_s=1.0)
+        if diagnosis.startswith("nothing answers"):
+            return False, diagnosis
+        return True, "ok"
 
     def flush(self, timeout_ms: int | None = None) -> None:
         if self._producer is None or self._producer_pid != os.getpid():
@@ -220,6 +283,7 @@ class KafkaBroker(Broker):
             # kafka-python rebalances again only once fresh metadata differs: the default 5 minutes
             # was a 5-minute stall (seen on fresh topics and after worker restarts). Refresh often.
             "metadata_max_age_ms": 10000,
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
         }
         options.update(self.consumer_options)
         try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -17,32 +16,13 @@ from pathlib import Path
 
 import jwt
 import pytest
-from kafka import KafkaConsumer
-from kafka.structs import OffsetAndMetadata
-from kafka.structs import TopicPartition as KTP
 from sqlalchemy import text
 
-from broker.brokers.kafka import client_options
 from core.cache import FENCE_SUFFIX, cache_key
-from tests.helpers import wait_for
+from tests.helpers import free_port, start_group_at_end, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_group_at_end(settings, group: str, topic: str) -> None:
-    """Commit the topic's end offsets for a new group, so its worker sees only this test's events."""
-    consumer = KafkaConsumer(**client_options(**settings.kafka_options), group_id=group, enable_auto_commit=False)
-    tps = [KTP(topic, p) for p in consumer.partitions_for_topic(topic)]
-    ends = consumer.end_offsets(tps)
-    consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in ends.items()})
-    consumer.close()
 
 
 def http(method: str, url: str, token: str | None = None, body: dict | None = None):
@@ -63,7 +43,7 @@ def http(method: str, url: str, token: str | None = None, body: dict | None = No
 def live(settings, tmp_path_factory) -> Iterator[dict]:
     logs = tmp_path_factory.mktemp("live")
     port, group = free_port(), f"e2e-{uuid.uuid4().hex[:8]}"
-    start_group_at_end(settings, group, "events-input")
+    start_group_at_end(settings.kafka_options, group, "events-input")
     metrics_dir = logs / "prometheus"
     metrics_dir.mkdir()
     env = {

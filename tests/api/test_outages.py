@@ -74,9 +74,12 @@ def test_kafka_down_means_503_with_retry_after_quickly_and_nothing_accepted_is_l
         assert response.status_code == 503, response.json
         assert time.monotonic() - began < settings.kafka_send_timeout_ms / 1000 + 5
         assert response.headers["Retry-After"].isdigit() and response.json["error"] == "unavailable"
+    ready = client.get("/readyz")  # the producer's own state, not a TCP probe
+    assert ready.status_code == 503 and ready.json["checks"]["kafka"] == "unavailable"
     stack("up")
     wait_for(lambda: post(100).status_code == 202, timeout=60, message="POST accepted again after restart")
     assert all(post(i).status_code == 202 for i in range(8, 13))
+    assert client.get("/readyz").json["checks"]["kafka"] == "ok"
     assert accepted <= request_ids_in_kafka(settings, start), "an event answered 202 is missing from Kafka"
 
 
@@ -95,3 +98,14 @@ def test_redis_down_reads_come_from_postgres_and_readiness_names_it(client, auth
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json["checks"]["redis"] == "unavailable"
     assert ready.json["checks"]["postgres"] == "ok"
+
+
+def test_an_event_larger_than_kafka_accepts_gets_413_and_the_next_one_202(settings, api_broker, make_token, device_id):
+    from app import create_app
+
+    client = create_app(settings.replace(max_body_bytes=4_000_000), broker=api_broker).test_client()
+    auth = {"Authorization": f"Bearer {make_token()}"}
+    huge = {"device_id": device_id, "payload": {"blob": "x" * 1_500_000}}  # over Kafka's 1 MB record limit
+    response = client.post("/events", json=huge, headers=auth)
+    assert response.status_code == 413 and response.json["error"] == "request_entity_too_large"
+    assert client.post("/events", json={"device_id": device_id, "payload": {}}, headers=auth).status_code == 202

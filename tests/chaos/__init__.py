@@ -1,0 +1,1 @@
+"""The standing chaos suite: ``make chaos`` (``python -m tests.chaos.run``)."""

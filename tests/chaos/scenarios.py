@@ -1,0 +1,262 @@
+"""The chaos scenarios. Each runs the real system under load, injects one fault from outside, and
+returns a :class:`~tests.chaos.harness.Result`. ``short`` is the CI version: the same fault,
+fewer repetitions and shorter outages."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from kafka import KafkaProducer
+from sqlalchemy import text
+
+from broker.brokers.kafka import client_options
+from broker.message import Message
+from core.cache import cache_key
+from core.settings import Settings
+from tests.chaos.harness import (
+    INPUT_TOPIC,
+    Readers,
+    Result,
+    Run,
+    _get,
+    dead_letters_since,
+    log,
+    stack,
+    token,
+    wait_until,
+)
+
+WARM_UP_S = 5
+
+
+def worker_kill(settings: Settings, short: bool) -> Result:
+    """SIGKILL the whole worker (supervisor and children) again and again under load."""
+    kills = 4 if short else 10
+    run = Run(settings, "worker-kill")
+    with run.running():
+        devices = run.devices().start()
+        time.sleep(WARM_UP_S)
+        for i in range(kills):
+            time.sleep(random.uniform(2, 5))
+            killed = run.system.kill_worker()
+            pause = random.uniform(0.5, 3)
+            log(f"worker-kill: kill {i + 1}/{kills}: SIGKILL to {killed} processes; restarting in {pause:.1f}s")
+            time.sleep(pause)
+            run.system.start_worker()
+        fault_end = time.monotonic()
+        time.sleep(10 if short else 20)
+        return run.finish(devices, fault_end=fault_end, max_recovery_s=30)
+
+
+def kafka_restart(settings: Settings, short: bool) -> Result:
+    """Kafka down for 10 s under load: 503s during the outage only, writers back within seconds."""
+    run = Run(settings, "kafka-restart")
+    with run.running():
+        devices = run.devices().start()
+        time.sleep(WARM_UP_S)
+        log("kafka-restart: stopping Kafka for 10 s")
+        outage_start = time.monotonic()
+        stack("stop", "kafka")
+        time.sleep(10)
+        stack("up")
+        fault_end = time.monotonic()
+        log(f"kafka-restart: Kafka is back after {fault_end - outage_start:.1f}s")
+        time.sleep(10 if short else 20)
+        result = run.finish(devices, fault_end=fault_end, max_recovery_s=15)
+        if result.recovered_s is not None:
+            back = fault_end + result.recovered_s
+            late = [p for p in run.ledger.posts if p.status != 202 and p.sent > back + 1]
+            if late:
+                when = sorted(f"+{p.sent - fault_end:.1f}s:{p.status}" for p in late)
+                result.problems.append(f"{len(late)} posts failed after the API had recovered: {when[:10]}")
+        return result
+
+
+def postgres_outage(settings: Settings, short: bool) -> Result:
+    """PostgreSQL down far longer than the retry schedule (2 + 4 + 8 s): nothing dead-lettered."""
+    outage = 20 if short else 120
+    run = Run(settings, "postgres-outage")
+    with run.running():
+        devices = run.devices().start()
+        time.sleep(WARM_UP_S)
+        log(f"postgres-outage: stopping PostgreSQL for {outage} s")
+        stack("stop", "postgres")
+        time.sleep(outage)
+        stack("up")
+        fault_end = time.monotonic()
+        time.sleep(10)
+        result = run.finish(devices, fault_end=fault_end, max_recovery_s=45)
+        if result.dlq:
+            result.problems.append(f"{result.dlq} events dead-lettered during a database outage")
+        return result
+
+
+def redis_outage(settings: Settings, short: bool) -> Result:
+    """Redis down for 30 s: every read is still answered from PostgreSQL."""
+    outage = 10 if short else 30
+    run = Run(settings, "redis-outage")
+    with run.running():
+        devices = run.devices().start()
+        headers = {"Authorization": f"Bearer {token()}"}
+        wait_until(lambda: all(_get(run.system.url, f"/resource/{d}", headers)[0] == 200 for d in devices.ids), 30)
+        readers = Readers(run.system.url, run.ledger, devices.ids).start()
+        time.sleep(WARM_UP_S)
+        log(f"redis-outage: stopping Redis for {outage} s")
+        stack("stop", "redis")
+        time.sleep(outage)
+        stack("up")
+        fault_end = time.monotonic()
+        time.sleep(10)
+        readers.stop()
+        result = run.finish(devices, fault_end=fault_end)
+        failed_reads = [status for _, status in run.ledger.reads if status != 200]
+        if failed_reads:
+            result.problems.append(
+                f"{len(failed_reads)} of {len(run.ledger.reads)} reads were not 200: {failed_reads[:5]}"
+            )
+        return result
+
+
+def _poison_records(run_id: str, count: int) -> list[tuple[bytes, bytes | None, str]]:
+    """(key, value, expected dlq.reason) for ``count`` bad records of four kinds."""
+    records = []
+    for i in range(count):
+        key = f"chaos-{run_id}-poison{i}".encode()
+        kind = i % 4
+        if kind == 0:
+            records.append((key, None, "undecodable"))  # a tombstone
+        elif kind == 1:
+            records.append((key, b"\xff this is not JSON", "undecodable"))
+        elif kind == 2:
+            message = Message(actor_name="no_such_actor", topic=INPUT_TOPIC, key=key.decode())
+            records.append((key, message.encode(), "unknown_actor"))
+        else:
+            event = {"request_id": str(uuid.uuid4()), "device_id": key.decode(), "user_id": "chaos",
+                     "received_at": "2026-01-01T00:00:00+00:00", "payload": {"text": "a\u0000b"}}  # fmt: skip
+            message = Message(actor_name="process_event", topic=INPUT_TOPIC, args=(event,), key=key.decode())
+            records.append((key, message.encode(), "failed"))  # PostgreSQL cannot store the NUL
+    return records
+
+
+def poison(settings: Settings, short: bool) -> Result:
+    """1,000 bad records amid good traffic: all dead-lettered with their reason, good ones never wait."""
+    count = 200 if short else 1000
+    run = Run(settings, "poison")
+    with run.running():
+        devices = run.devices().start()
+        latencies: list[float] = []
+        probe_stop = threading.Event()
+        probe = threading.Thread(target=_probe_freshness, args=(run, probe_stop, latencies), daemon=True)
+        probe.start()
+        time.sleep(WARM_UP_S)
+        bad = _poison_records(run.run_id, count)
+        log(f"poison: producing {count} bad records amid the traffic")
+        producer = KafkaProducer(**client_options(**settings.kafka_options), acks="all", linger_ms=5)
+        for key, value, _ in bad:
+            producer.send(INPUT_TOPIC, key=key, value=value)
+            time.sleep(0.002)
+        producer.flush()
+        producer.close()
+        fault_end = time.monotonic()
+        time.sleep(10)
+        probe_stop.set()
+        probe.join(timeout=30)
+        result = run.finish(devices, fault_end=fault_end)
+        letters = dead_letters_since(settings, run.dlq_start)
+        reasons = {}
+        for record in letters:
+            headers = dict(record.headers or [])
+            reasons[record.key] = headers.get("dlq.reason", b"").decode()
+        wrong = [k for k, _, reason in bad if reasons.get(k) != reason]
+        if wrong:
+            result.problems.append(f"{len(wrong)} bad records not dead-lettered with the right reason: {wrong[:3]}")
+        slowest = max(latencies, default=None)
+        log(f"poison: freshness of good events: {len(latencies)} probes, slowest {slowest}")
+        if slowest is None or slowest > 1.0:
+            result.problems.append(f"a good event waited {slowest}s (limit 1 s)")
+        return result
+
+
+def _probe_freshness(run: Run, stop: threading.Event, latencies: list[float]) -> None:
+    """Post to a probe device and time how long until ``GET /resource`` shows it."""
+    device = f"chaos-{run.run_id}-probe"
+    headers = {"Authorization": f"Bearer {token()}", "Content-Type": "application/json"}
+    seq = 0
+    while not stop.wait(0.5):
+        seq += 1
+        conn = http.client.HTTPConnection(run.system.url, timeout=10)
+        try:
+            conn.request(
+                "POST", "/events", body=json.dumps({"device_id": device, "payload": {"seq": seq}}), headers=headers
+            )
+            status = conn.getresponse().status
+        except (OSError, http.client.HTTPException):
+            status = 0
+        finally:
+            conn.close()
+        if status != 202:
+            continue
+        accepted = time.monotonic()
+
+        def shows(seq: int = seq) -> bool:
+            status, data = _get(run.system.url, f"/resource/{device}", headers)
+            return status == 200 and json.loads(data)["payload"]["seq"] >= seq
+
+        if wait_until(shows, timeout=10, interval=0.02):
+            latencies.append(time.monotonic() - accepted)
+        else:
+            latencies.append(10.0)
+
+
+def stale_race(settings: Settings, short: bool) -> Result:
+    """Many writers and readers on one id: once quiet, the database, the API and the cache agree
+    on the newest event."""
+    run = Run(settings, "stale-race")
+    with run.running():
+        writers = run.devices(count=1, rate=60, prefix="race")
+        extra = [run.devices(count=1, rate=60, prefix="race") for _ in range(3)]  # same id: four writers
+        for group in (writers, *extra):
+            group.start()
+        readers = [Readers(run.system.url, run.ledger, writers.ids, rate=50).start() for _ in range(3)]
+        time.sleep(10 if short else 30)
+        for group in extra:
+            group.stop()
+        for reader in readers:
+            reader.stop()
+        fault_end = time.monotonic()
+        result = run.finish(writers, fault_end=fault_end)
+        device = writers.ids[0]
+        with run.engine.connect() as conn:
+            newest = conn.execute(
+                text(
+                    "SELECT request_id FROM events WHERE device_id = :d "
+                    "ORDER BY received_at DESC, request_id DESC LIMIT 1"
+                ),
+                {"d": device},
+            ).scalar_one()
+            row = conn.execute(
+                text("SELECT event_request_id, version FROM resources WHERE id = :d"), {"d": device}
+            ).one()
+        status, body = _get(run.system.url, f"/resource/{device}", {"Authorization": f"Bearer {token()}"})
+        cached = run.redis.get(cache_key(device))
+        stale = str(row.event_request_id) != str(newest)
+        stale |= status != 200 or json.loads(body)["version"] != row.version
+        stale |= cached is not None and json.loads(cached)["version"] != row.version
+        result.stale = int(stale)
+        return result
+
+
+SCENARIOS: dict[str, Callable[[Settings, bool], Result]] = {
+    "worker-kill": worker_kill,
+    "kafka-restart": kafka_restart,
+    "postgres-outage": postgres_outage,
+    "redis-outage": redis_outage,
+    "poison": poison,
+    "stale-race": stale_race,
+}
