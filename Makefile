@@ -13,7 +13,7 @@ export APP_ENV ?= development
 export POSTGRES_PASSWORD ?= apppass
 export JWT_SECRET ?= local-dev-secret
 
-.PHONY: run test test-fast up down status venv tools migrate lint format bench clean token docs
+.PHONY: run test test-fast chaos up down status venv tools migrate lint format bench clean token docs
 comma := ,
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -56,6 +56,12 @@ test: up
 FAST_ENV := POSTGRES_PORT=1 REDIS_URL=redis://127.0.0.1:1/0 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1
 test-fast: venv
 	$(FAST_ENV) $(PY) -m pytest -m "not stack" -q $(PYTEST_ARGS)
+
+# The chaos suite: the real system under load, faults injected from outside, a ledger of every 202.
+# CHAOS_ARGS="--short" is CI's version; name scenarios to run only those (see tests/chaos/run.py).
+CHAOS_ARGS ?=
+chaos: up
+	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
 
 lint: venv tools
 	$(VENV)/bin/ruff check .

@@ -3,6 +3,7 @@
 Used by ``scripts/stack up``. Idempotent: existing topics are left as they are.
 
     python scripts/kafka_topics.py --bootstrap 127.0.0.1:9092 --timeout 60 events-input:6 events-dlq:6
+    python scripts/kafka_topics.py --bootstrap 127.0.0.1:19092 --replication-factor 3 events-input:6
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ def connect(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
     sys.exit(f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s: {last_error}")
 
 
-def ensure_topics(admin: KafkaAdminClient, specs: dict[str, int]) -> None:
-    """Create each missing topic with the given partition count (replication factor 1)."""
+def ensure_topics(admin: KafkaAdminClient, specs: dict[str, int], replication_factor: int = 1) -> None:
+    """Create each missing topic with the given partition count and replication factor."""
     existing = set(admin.list_topics())
     missing = {name: n for name, n in specs.items() if name not in existing}
     if missing:
         try:
-            admin.create_topics({name: {"num_partitions": n, "replication_factor": 1} for name, n in missing.items()})
+            admin.create_topics(
+                {name: {"num_partitions": n, "replication_factor": replication_factor} for name, n in missing.items()}
+            )
         except TopicAlreadyExistsError:  # created concurrently by someone else
             pass
     admin.wait_for_topics(list(specs), timeout_ms=30000)
@@ -51,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--replication-factor", type=int, default=1)
     parser.add_argument("topics", nargs="+", help="NAME:PARTITIONS")
     args = parser.parse_args()
     specs = {}
@@ -59,7 +63,7 @@ def main() -> None:
         specs[name] = int(partitions or 1)
     admin = connect(args.bootstrap, args.timeout)
     try:
-        ensure_topics(admin, specs)
+        ensure_topics(admin, specs, args.replication_factor)
     finally:
         admin.close()
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable
 
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
 from sqlalchemy import text
 
 from broker.brokers.kafka import client_options
@@ -21,6 +22,7 @@ from core.cache import cache_key
 from core.settings import Settings
 from tests.chaos.harness import (
     INPUT_TOPIC,
+    ROOT,
     Readers,
     Result,
     Run,
@@ -252,6 +254,35 @@ def stale_race(settings: Settings, short: bool) -> Result:
         return result
 
 
+def kafka_cluster(settings: Settings, short: bool) -> Result:
+    """A 3-broker cluster (replication factor 3, min.insync.replicas 2): SIGKILL the leader of a busy
+    partition mid-ingest, bring it back later. Not one acknowledged event may be lost."""
+    stack("up", "--brokers", "3")
+    cluster = subprocess.run(
+        [str(ROOT / "scripts" / "stack"), "cluster-bootstrap"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    cluster_settings = settings.replace(kafka_bootstrap_servers=cluster)
+    run = Run(cluster_settings, "kafka-cluster")
+    try:
+        with run.running():
+            devices = run.devices().start()
+            time.sleep(WARM_UP_S)
+            admin = KafkaAdminClient(**client_options(**cluster_settings.kafka_options))
+            (topic,) = admin.describe_topics([INPUT_TOPIC])
+            admin.close()
+            leader = next(p["leader_id"] for p in topic["partitions"] if p["partition_index"] == 0)
+            log(f"kafka-cluster: SIGKILL to node {leader}, the leader of {INPUT_TOPIC}-0")
+            fault_end = time.monotonic()
+            stack("stop", "kafka-node", str(leader))
+            time.sleep(10 if short else 20)
+            log(f"kafka-cluster: starting node {leader} again")
+            stack("start", "kafka-node", str(leader))
+            time.sleep(10)
+            return run.finish(devices, fault_end=fault_end, max_recovery_s=30)
+    finally:
+        stack("stop", "kafka-cluster")
+
+
 SCENARIOS: dict[str, Callable[[Settings, bool], Result]] = {
     "worker-kill": worker_kill,
     "kafka-restart": kafka_restart,
@@ -259,4 +290,5 @@ SCENARIOS: dict[str, Callable[[Settings, bool], Result]] = {
     "redis-outage": redis_outage,
     "poison": poison,
     "stale-race": stale_race,
+    "kafka-cluster": kafka_cluster,
 }
