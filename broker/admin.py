@@ -1,4 +1,5 @@
-"""Operator tools on Kafka: consumer-group lag, and dead-letter listing and replay."""
+"""Operator tools on Kafka: consumer-group lag and members, dead-letter listing and replay, and
+skipping one record that holds a partition."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from broker.broker import DLQ_HEADER_PREFIX
-from broker.errors import BrokerUnavailable
+from broker.errors import BrokerError, BrokerUnavailable
 from broker.message import format_timestamp, utcnow
 
 REPLAY_HEADER = "replayed_from"
@@ -143,3 +144,103 @@ def replay_dead_letters(
         producer.close()
         consumer.close(autocommit=False)
     return replayed
+
+
+def describe_group(options: dict[str, Any], group_id: str) -> dict[str, Any]:
+    """The group's state and live members, each with its host and assigned partitions."""
+    try:
+        admin = KafkaAdminClient(**options)
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot connect to Kafka: {exc}") from exc
+    try:
+        group = admin.describe_groups([group_id])[group_id]
+    finally:
+        admin.close()
+    members = []
+    for member in group.get("members") or []:
+        assignment = member.get("member_assignment") or {}
+        partitions = [
+            f"{a['topic']}-{p}" for a in assignment.get("assigned_partitions") or [] for p in a.get("partitions") or []
+        ]
+        members.append(
+            {
+                "member_id": member["member_id"],
+                "client_id": member.get("client_id"),
+                "host": (member.get("client_host") or "").lstrip("/"),
+                "partitions": sorted(partitions),
+            }
+        )
+    return {"group": group_id, "state": group.get("group_state"), "members": members}
+
+
+class SkipRefused(BrokerError):
+    """``skip_record`` will not move the group: it has live members, or is already past the record."""
+
+
+class SkippedByOperator(Exception):
+    """The reason recorded in a dead letter written by ``skip_record``."""
+
+
+def skip_record(
+    options: dict[str, Any],
+    *,
+    dlq_topic: str,
+    group_id: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    force: bool = False,
+    send_timeout_s: float = 10,
+) -> dict[str, Any]:
+    """The operator's escape hatch for one record that holds a partition: write it to the
+    dead-letter topic (reason ``skipped``) and move the group's committed offset past it.
+
+    Refuses (:class:`SkipRefused`) while the group has live members, unless ``force``: a member
+    would keep its own position, and Kafka refuses an outsider's commit into an active group. Also
+    refuses when the group is already past ``offset``. Returns what was done.
+    """
+    from broker.broker import REASON_SKIPPED, dead_letter_headers
+    from broker.consumer import Record
+
+    group = describe_group(options, group_id)
+    if group["members"] and not force:
+        raise SkipRefused(
+            f"group {group_id!r} has {len(group['members'])} live member(s): stop its workers first (or --force)"
+        )
+    tp = KafkaTopicPartition(topic, partition)
+    consumer = KafkaConsumer(**options, group_id=group_id, enable_auto_commit=False)
+    producer = KafkaProducer(**options, acks="all")
+    try:
+        committed = consumer.committed(tp)
+        if committed is not None and committed > offset:
+            raise SkipRefused(f"group {group_id!r} is already at offset {committed} of {topic}-{partition}")
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        found = None
+        deadline = time.monotonic() + 15
+        while found is None and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                found = next((r for r in batch if r.offset == offset), found)
+            if found is None and consumer.position(tp) > offset:
+                break
+        if found is None:
+            raise SkipRefused(f"no record at {topic}-{partition} offset {offset} (deleted by retention?)")
+        record = Record(topic, partition, offset, found.key, found.value, list(found.headers or ()), found.timestamp)
+        headers = dead_letter_headers(
+            record,
+            SkippedByOperator(f"skipped by an operator at offset {offset}"),
+            message=None,
+            attempts=0,
+            host="operator",
+            reason=REASON_SKIPPED,
+        )
+        producer.send(dlq_topic, key=found.key, value=found.value, headers=record.headers + headers).get(
+            timeout=send_timeout_s
+        )
+        consumer.commit({tp: OffsetAndMetadata(offset + 1, "", -1)})
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"skip failed: {exc}") from exc
+    finally:
+        producer.close()
+        consumer.close(autocommit=False)
+    return {"group": group_id, "skipped": f"{topic}-{partition}@{offset}", "committed": offset + 1, "dlq": dlq_topic}

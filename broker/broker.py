@@ -27,6 +27,7 @@ REASON_UNDECODABLE = "undecodable"  # not a message: no value, not JSON, another
 REASON_UNKNOWN_ACTOR = "unknown_actor"  # a message for an actor this worker does not have
 REASON_FAILED = "failed"  # the actor failed for good (retries exhausted, or an exception in ``throws``)
 REASON_WORKER_ERROR = "worker_error"  # the worker itself failed on this record (a bug in it or a middleware)
+REASON_SKIPPED = "skipped"  # an operator moved the group past it (``worker.py skip``)
 
 
 class SendFuture:
