@@ -5,6 +5,10 @@
                                                         per-partition and total lag, as JSON
     dlq list   [--limit N]                              dead letters as JSON lines (no arguments)
     dlq replay [--actor A] [--limit N]                  re-send dead letters to their topics
+    status [--group G]                                  the group's members and this host's workers
+    skip --topic T --partition P --offset O [--force]   dead-letter one record, move the group past it
+
+The operator commands live in :mod:`broker.commands`.
 
 With ``--processes N > 1`` the parent starts N child processes (each builds its own broker and
 consumer, as Kafka clients must not cross ``fork``), forwards SIGTERM/SIGINT to them and exits
@@ -15,8 +19,6 @@ exits at once without committing unfinished work.
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import logging
 import os
 import signal
@@ -24,19 +26,17 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from broker.broker import Broker, set_broker
+from broker import commands, status
+from broker.commands import BrokerFactory, LagPublisher
 from broker.errors import BrokerError
 from broker.transient import DEFAULT_MAX_BACKOFF_MS
 from broker.worker import DEFAULT_GROUP, Worker
 
 log = logging.getLogger(__name__)
-
-BrokerFactory = Callable[[], Broker]
-LagPublisher = Callable[[dict[str, Any]], int]
-"""Sends one lag report somewhere (a metrics service); returns how many data points it sent."""
 
 
 def make_parser(
@@ -53,6 +53,7 @@ def make_parser(
     run.add_argument("--group", default=default_group, help=f"consumer group (default {default_group})")
     run.add_argument("--shutdown-timeout", type=int, default=30000, help="ms to finish running messages on stop")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    run.add_argument("--status-dir", help="where each process writes its status file (default: a temp folder)")
     run.add_argument(
         "--dependency-backoff-max",
         type=int,
@@ -75,6 +76,17 @@ def make_parser(
     replay.add_argument("--actor", help="only this actor's dead letters")
     replay.add_argument("--limit", type=int, help="at most this many")
     replay.add_argument("--group", help="tracks what was replayed (default: the dead-letter topic + '-replay')")
+
+    status = sub.add_parser("status", help="the group's members and this host's worker processes, as JSON")
+    status.add_argument("--group", default=default_group)
+    status.add_argument("--status-dir", help="where the workers write their status files")
+
+    skip = sub.add_parser("skip", help="dead-letter one record and move the group past it")
+    skip.add_argument("--topic", required=True)
+    skip.add_argument("--partition", type=int, required=True)
+    skip.add_argument("--offset", type=int, required=True)
+    skip.add_argument("--group", default=default_group)
+    skip.add_argument("--force", action="store_true", help="even while the group has live members")
     return parser
 
 
@@ -90,45 +102,26 @@ def main(
     consumer group, and the services ``lag --publish NAME`` can send lag to."""
     lag_publishers = dict(lag_publishers or {})
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("run", "lag", "dlq", "-h", "--help"):
+    if not argv or argv[0] not in ("run", "lag", "dlq", "status", "skip", "-h", "--help"):
         argv.insert(0, "run")
     args = make_parser(default_modules, default_group, list(lag_publishers)).parse_args(argv)
     if args.command == "run":
         if args.processes > 1:
             return supervise(args)
         return run_worker(broker_factory, args)
+    build = commands.quiet(broker_factory)
     if args.command == "lag":
-        return print_lag(_quiet(broker_factory), args, lag_publishers)
-    return dead_letters(_quiet(broker_factory), args)
-
-
-def _quiet(broker_factory: BrokerFactory) -> BrokerFactory:
-    def build() -> Broker:
-        broker = broker_factory()
-        _logs_to_stderr()
-        return broker
-
-    return build
-
-
-def _logs_to_stderr() -> None:
-    """Operator commands print JSON on stdout; keep log lines (JSON too) off it."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
-            handler.setStream(sys.stderr)
-
-
-def _import_actors(broker_factory: BrokerFactory, modules: Sequence[str]) -> Broker:
-    broker = broker_factory()
-    set_broker(broker)
-    for module in modules:
-        importlib.import_module(module)
-    return broker
+        return commands.print_lag(build, args, lag_publishers)
+    if args.command == "status":
+        return commands.show_status(build, args)
+    if args.command == "skip":
+        return commands.skip(build, args)
+    return commands.dead_letters(build, args)
 
 
 def run_worker(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
     """One worker process: consume until SIGTERM/SIGINT, then drain. Exit 1 if the consumer failed."""
-    broker = _import_actors(broker_factory, args.modules)
+    broker = commands.import_actors(broker_factory, args.modules)
     if args.metrics_port:
         _serve_metrics(args.metrics_port)
     worker = Worker(
@@ -156,10 +149,13 @@ def run_worker(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
         log.error("worker cannot start", extra={"error": str(exc)})
         print(f"worker.py: cannot start: {exc}", file=sys.stderr)
         return 1
+    directory = Path(args.status_dir) if args.status_dir else status.default_dir(args.group)
+    status_file = status.StatusWriter(worker, directory).start()
     while not stop.wait(0.5):
         if worker.wait(0):
             break  # the consumer thread died
     worker.stop()
+    status_file.stop()
     broker.close()
     return 1 if worker.failure else 0
 
@@ -182,6 +178,8 @@ def supervise(args: argparse.Namespace) -> int:
         "--dependency-backoff-max",
         str(args.dependency_backoff_max),
     ]
+    if args.status_dir:
+        child_argv += ["--status-dir", args.status_dir]
     if args.topics:
         child_argv += ["--topics", *args.topics]
     env = dict(os.environ)
@@ -231,48 +229,3 @@ def _serve_metrics(port: int, multiprocess: bool = False) -> None:
         start_http_server(port, registry=registry)
     else:
         start_http_server(port)
-
-
-def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace, publishers: Mapping[str, LagPublisher]) -> int:
-    from broker.admin import consumer_lag
-
-    broker = _import_actors(broker_factory, args.modules)
-    topics = args.topics or sorted(broker.get_declared_topics())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    while True:
-        report = consumer_lag(_client_options(broker), args.group, topics)
-        if args.publish:
-            report["published"] = publishers[args.publish](report)
-        print(json.dumps(report, indent=None if args.interval else 2), flush=True)
-        if not args.interval or stop.wait(args.interval):
-            return 0
-
-
-def dead_letters(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
-    from broker.admin import describe_dead_letter, read_dead_letters, replay_dead_letters
-
-    broker = broker_factory()
-    options = _client_options(broker)
-    if args.dlq_command == "list":
-        for count, record in enumerate(read_dead_letters(options, broker.dead_letter_topic), start=1):
-            print(json.dumps(describe_dead_letter(record)))
-            if args.limit and count >= args.limit:
-                break
-        return 0
-    replayed = replay_dead_letters(
-        options,
-        broker.dead_letter_topic,
-        group_id=args.group or f"{broker.dead_letter_topic}-replay",
-        actor=args.actor,
-        limit=args.limit,
-    )
-    print(json.dumps({"replayed": len(replayed), "messages": replayed}, indent=2))
-    return 0
-
-
-def _client_options(broker: Broker) -> dict[str, Any]:
-    options = getattr(broker, "client_options", None)
-    if options is None:
-        raise SystemExit("operator commands need a Kafka broker")
-    return options

@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from broker import transient
 from broker.broker import REASON_FAILED, REASON_UNDECODABLE, REASON_UNKNOWN_ACTOR, REASON_WORKER_ERROR, Broker
@@ -159,6 +160,24 @@ class Worker:
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError("worker did not become idle in time")
                 self._changed.wait(0.05 if remaining is None else min(remaining, 0.05))
+
+    def status(self) -> dict[str, Any]:
+        """What this worker is doing, for operators (``worker.py status``): ``running``,
+        ``waiting_on_dependency`` (messages waiting out an outage) or ``draining``."""
+        with self._lock:
+            waiting = sum(1 for _, _, w in self._delayed if w.proxy is not None and w.proxy.transient)
+            state = "waiting_on_dependency" if waiting else "running"
+            if self._stop_requested.is_set():
+                state = "draining"
+            return {
+                "state": state,
+                "group": self.group_id,
+                "partitions": sorted(f"{t}-{p}" for t, p in self._partitions),
+                "in_flight": self._in_flight,
+                "retrying": len(self._delayed) - waiting,
+                "waiting_on_dependency": waiting,
+                "buffered": sum(s.buffered for s in self._partitions.values()),
+            }
 
     def _idle(self) -> bool:
         return (

@@ -9,7 +9,7 @@ import argparse
 import pytest
 
 import worker
-from broker import cli
+from broker import cli, commands
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def captured(monkeypatch):
         return fake
 
     monkeypatch.setattr(cli, "run_worker", capture("run"))
-    monkeypatch.setattr(cli, "print_lag", capture("lag"))
+    monkeypatch.setattr(commands, "print_lag", capture("lag"))
     return seen
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KTP
 
@@ -241,3 +241,52 @@ def test_lag_is_published_to_cloudwatch_for_autoscaling(proc_env, settings):
         assert len(mine) == 3
     finally:
         server.stop()
+
+
+def _command(proc_env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "worker.py", *args], cwd=ROOT, env=proc_env.env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_status_shows_the_members_and_what_each_process_on_this_host_is_doing(proc_env):
+    proc_env.start("--processes", "2")
+
+    def status() -> dict:
+        out = _command(proc_env, "status", "--group", proc_env.group)
+        return json.loads(out.stdout) if out.returncode == 0 else {}
+
+    def settled(report: dict) -> bool:
+        return (
+            report.get("state") == "Stable"
+            and len(report["members"]) == 2
+            and len(report["processes_here"]) == 2
+            and sum(len(p["partitions"]) for p in report["processes_here"]) == 3
+        )
+
+    report = wait_for(lambda: (r := status()) and settled(r) and r, timeout=60, message="a stable group of two")
+    assert sorted(p for m in report["members"] for p in m["partitions"]) == [f"{proc_env.topic}-{i}" for i in range(3)]
+    assert {p["state"] for p in report["processes_here"]} == {"running"}
+    assert all(p["pid"] > 0 and p["group"] == proc_env.group for p in report["processes_here"])
+
+
+def test_skip_dead_letters_one_record_and_moves_a_stopped_group_past_it(proc_env, settings):
+    producer = KafkaProducer(**client_options(**settings.kafka_options), acks="all")
+    for value in (b"stuck", b"next"):
+        producer.send(proc_env.topic, key=b"k", value=value, partition=0).get(timeout=10)
+    producer.close()
+    args = ("skip", "--group", proc_env.group, "--topic", proc_env.topic, "--partition", "0")
+
+    done = _command(proc_env, *args, "--offset", "0")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["committed"] == 1
+    letters = [json.loads(line) for line in _command(proc_env, "dlq", "list").stdout.splitlines()]
+    assert [(d["reason"], d["original.offset"]) for d in letters] == [("skipped", "0")]
+
+    again = _command(proc_env, *args, "--offset", "0")
+    assert again.returncode == 2 and "already at offset 1" in again.stderr
+
+    proc_env.start()
+    wait_for(lambda: _command(proc_env, "status", "--group", proc_env.group).stdout.count('"member_id"') == 1, 60)
+    refused = _command(proc_env, *args, "--offset", "1")
+    assert refused.returncode == 2 and "live member" in refused.stderr
