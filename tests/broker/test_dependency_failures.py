@@ -5,6 +5,7 @@ tests run on the StubBroker and on real Kafka (see conftest.env)."""
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 import redis
@@ -98,3 +99,20 @@ def test_the_backoff_doubles_is_capped_and_jittered():
         assert ceiling // 2 <= min(samples) and max(samples) <= ceiling
         assert len(set(samples)) > 1  # jittered
     assert max(waits[-1]) <= 30_000
+
+
+def test_the_worker_reports_waiting_on_a_dependency_and_running_again_when_it_is_back(env):
+    database_up = threading.Event()
+
+    @actor(broker=env.broker, topic=env.topic)
+    def store():
+        if not database_up.is_set():
+            raise ConnectionRefusedError("database is down")
+
+    worker = env.start_worker(dependency_min_backoff_ms=10, dependency_max_backoff_ms=20)
+    store.send()
+    waiting = wait_for(lambda: (s := worker.status())["state"] == "waiting_on_dependency" and s)
+    assert waiting["waiting_on_dependency"] == 1 and waiting["retrying"] == 0
+    database_up.set()
+    wait_for(lambda: worker.status()["state"] == "running" and sum(env.committed().values()) == 1)
+    assert env.dead_letters() == []
