@@ -61,3 +61,14 @@ def test_redis_round_trip(redis_client):
         assert 0 < redis_client.ttl(key) <= 30
     finally:
         redis_client.delete(key)
+
+
+def test_every_postgresql_connection_carries_the_configured_timeouts(db_engine, settings):
+    with db_engine.connect() as conn:
+        statement = conn.execute(text("SHOW statement_timeout")).scalar_one()
+        lock = conn.execute(text("SHOW lock_timeout")).scalar_one()
+        client = conn.connection.dbapi_connection.get_dsn_parameters()  # libpq's side of the socket
+    assert statement == f"{settings.db_statement_timeout_ms // 1000}s"
+    assert lock == f"{settings.db_lock_timeout_ms // 1000}s"
+    assert client["keepalives"] == "1" and client["keepalives_idle"] == str(settings.db_keepalives_idle_seconds)
+    assert client["connect_timeout"] == str(settings.db_connect_timeout_seconds)
