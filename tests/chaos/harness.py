@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import jwt
 import jwt.warnings
@@ -266,16 +267,15 @@ class Devices:
             self.ledger.add(Post(device, seq, status, request_id, sent, time.monotonic()))
 
 
-class Readers:
-    """``GET /resource/<id>`` for random devices, ``rate`` per second, every status recorded."""
+class Loop:
+    """A daemon thread that calls :meth:`tick` every ``interval`` seconds until stopped."""
 
-    def __init__(self, url: str, ledger: Ledger, devices: list[str], rate: float = 20):
-        self.url, self.ledger, self.devices, self.rate = url, ledger, devices, rate
-        self.headers = {"Authorization": f"Bearer {token()}"}
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> Readers:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -283,36 +283,42 @@ class Readers:
         self._stop.set()
         self._thread.join(timeout=30)
 
+    def tick(self) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
-        while not self._stop.wait(1 / self.rate):
-            try:
-                status, _ = _get(self.url, f"/resource/{random.choice(self.devices)}", self.headers, timeout=5)
-            except (OSError, http.client.HTTPException):
-                status = 0
-            with self.ledger.lock:
-                self.ledger.reads.append((time.monotonic(), status))
+        while not self._stop.wait(self.interval):
+            self.tick()
+
+
+class Readers(Loop):
+    """``GET /resource/<id>`` for random devices, ``rate`` per second, every status recorded."""
+
+    def __init__(self, url: str, ledger: Ledger, devices: list[str], rate: float = 20):
+        super().__init__(1 / rate)
+        self.url, self.ledger, self.devices = url, ledger, devices
+        self.headers = {"Authorization": f"Bearer {token()}"}
+
+    def tick(self) -> None:
+        try:
+            status, _ = _get(self.url, f"/resource/{random.choice(self.devices)}", self.headers, timeout=5)
+        except (OSError, http.client.HTTPException):
+            status = 0
+        with self.ledger.lock:
+            self.ledger.reads.append((time.monotonic(), status))
 
 
 # ---------------------------------------------------------------- what PostgreSQL holds
 
 
-class Stored:
+class Stored(Loop):
     """Polls PostgreSQL for the run's events and remembers when each request id first appeared."""
 
     def __init__(self, engine: Engine, device_prefix: str, interval: float = 0.5):
-        self.engine, self.prefix, self.interval = engine, device_prefix, interval
+        super().__init__(interval)
+        self.engine, self.prefix = engine, device_prefix
         self._first_seen: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Stored:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
     def poll(self) -> None:
         with self.engine.connect() as conn:
@@ -330,10 +336,9 @@ class Stored:
         with self._lock:
             return dict(self._first_seen)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            with contextlib.suppress(Exception):  # PostgreSQL may be the fault
-                self.poll()
+    def tick(self) -> None:
+        with contextlib.suppress(Exception):  # PostgreSQL may be the fault
+            self.poll()
 
 
 def dead_letter_ends(settings: Settings) -> dict[KTP, int]:

@@ -37,6 +37,19 @@ from tests.chaos.harness import (
 WARM_UP_S = 5
 
 
+def outage(scenario: str, server: str, seconds: float) -> tuple[float, float]:
+    """Stop ``server`` (``scripts/stack stop``) for ``seconds``, start it again; returns when the
+    outage began and when the server was back."""
+    log(f"{scenario}: stopping {server} for {seconds:.0f} s")
+    began = time.monotonic()
+    stack("stop", server)
+    time.sleep(seconds)
+    stack("up")
+    back = time.monotonic()
+    log(f"{scenario}: {server} is back after {back - began:.1f}s")
+    return began, back
+
+
 def worker_kill(settings: Settings, short: bool) -> Result:
     """SIGKILL the whole worker (supervisor and children) again and again under load."""
     kills = 4 if short else 10
@@ -62,13 +75,7 @@ def kafka_restart(settings: Settings, short: bool) -> Result:
     with run.running():
         devices = run.devices().start()
         time.sleep(WARM_UP_S)
-        log("kafka-restart: stopping Kafka for 10 s")
-        outage_start = time.monotonic()
-        stack("stop", "kafka")
-        time.sleep(10)
-        stack("up")
-        fault_end = time.monotonic()
-        log(f"kafka-restart: Kafka is back after {fault_end - outage_start:.1f}s")
+        _, fault_end = outage("kafka-restart", "kafka", 10)
         time.sleep(10 if short else 20)
         result = run.finish(devices, fault_end=fault_end, max_recovery_s=15)
         if result.recovered_s is not None:
@@ -82,16 +89,12 @@ def kafka_restart(settings: Settings, short: bool) -> Result:
 
 def postgres_outage(settings: Settings, short: bool) -> Result:
     """PostgreSQL down far longer than the retry schedule (2 + 4 + 8 s): nothing dead-lettered."""
-    outage = 20 if short else 120
+    seconds = 20 if short else 120
     run = Run(settings, "postgres-outage")
     with run.running():
         devices = run.devices().start()
         time.sleep(WARM_UP_S)
-        log(f"postgres-outage: stopping PostgreSQL for {outage} s")
-        stack("stop", "postgres")
-        time.sleep(outage)
-        stack("up")
-        fault_end = time.monotonic()
+        _, fault_end = outage("postgres-outage", "postgres", seconds)
         time.sleep(10)
         result = run.finish(devices, fault_end=fault_end, max_recovery_s=45)
         if result.dlq:
@@ -101,7 +104,7 @@ def postgres_outage(settings: Settings, short: bool) -> Result:
 
 def redis_outage(settings: Settings, short: bool) -> Result:
     """Redis down for 30 s: every read is still answered from PostgreSQL."""
-    outage = 10 if short else 30
+    seconds = 10 if short else 30
     run = Run(settings, "redis-outage")
     with run.running():
         devices = run.devices().start()
@@ -109,11 +112,7 @@ def redis_outage(settings: Settings, short: bool) -> Result:
         wait_until(lambda: all(_get(run.system.url, f"/resource/{d}", headers)[0] == 200 for d in devices.ids), 30)
         readers = Readers(run.system.url, run.ledger, devices.ids).start()
         time.sleep(WARM_UP_S)
-        log(f"redis-outage: stopping Redis for {outage} s")
-        stack("stop", "redis")
-        time.sleep(outage)
-        stack("up")
-        fault_end = time.monotonic()
+        _, fault_end = outage("redis-outage", "redis", seconds)
         time.sleep(10)
         readers.stop()
         result = run.finish(devices, fault_end=fault_end)
