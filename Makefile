@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh Debian machine:
-#   make run    the whole system (stack + migrations + API on 127.0.0.1:8000 + worker), foreground, Ctrl-C stops
+#   make run    the whole system (stack + migrations + API on :8000 + worker), foreground, Ctrl-C stops
 #   make test   the whole test suite against the real local stack
 # and one for the edit loop: make test-fast   every test that needs no server (seconds, stack not needed)
 SHELL := /bin/bash

@@ -177,19 +177,11 @@ class KafkaBroker(Broker):
         kafka-python reports a rejected SASL login only as a dropped connection, so this probes
         TCP and TLS by hand and names the likely culprit, by this class's parameter names.
         """
+        problem = self._probe(timeout_s)
+        if problem is not None:
+            return problem
         host, _, port = self.client_options["bootstrap_servers"][0].rpartition(":")
         protocol = self.client_options.get("security_protocol", "PLAINTEXT")
-        try:
-            sock = socket.create_connection((host, int(port)), timeout=timeout_s)
-        except OSError as exc:
-            return f"nothing answers at {host}:{port} ({exc.strerror or exc}): check bootstrap_servers"
-        with sock:
-            if protocol in ("SSL", "SASL_SSL"):
-                context = ssl.create_default_context(cafile=self.client_options.get("ssl_cafile"))
-                try:
-                    context.wrap_socket(sock, server_hostname=host).close()
-                except (ssl.SSLError, OSError) as exc:
-                    return f"the TLS handshake with {host}:{port} failed ({exc}): check ssl_cafile"
         if protocol.startswith("SASL"):
             user = self.client_options.get("sasl_plain_username")
             return (
@@ -198,6 +190,23 @@ class KafkaBroker(Broker):
                 "sasl_password and sasl_mechanism"
             )
         return f"{host}:{port} accepts connections but did not answer as Kafka: check security_protocol"
+
+    def _probe(self, timeout_s: float) -> str | None:
+        """None if the first bootstrap server accepts a TCP connection (and a TLS handshake, where
+        the protocol uses TLS); otherwise what failed, in words."""
+        host, _, port = self.client_options["bootstrap_servers"][0].rpartition(":")
+        try:
+            sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+        except OSError as exc:
+            return f"nothing answers at {host}:{port} ({exc.strerror or exc}): check bootstrap_servers"
+        with sock:
+            if self.client_options.get("security_protocol", "PLAINTEXT") in ("SSL", "SASL_SSL"):
+                context = ssl.create_default_context(cafile=self.client_options.get("ssl_cafile"))
+                try:
+                    context.wrap_socket(sock, server_hostname=host).close()
+                except (ssl.SSLError, OSError) as exc:
+                    return f"the TLS handshake with {host}:{port} failed ({exc}): check ssl_cafile"
+        return None
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
         producer = self.producer
@@ -245,10 +254,8 @@ class KafkaBroker(Broker):
         failing_since = self._failing_since
         if failing_since is not None and time.monotonic() - failing_since < HEALTH_WINDOW_S:
             return False, f"sends failing for {time.monotonic() - failing_since:.0f}s"
-        diagnosis = self.diagnose(timeout_s=1.0)
-        if diagnosis.startswith("nothing answers"):
-            return False, diagnosis
-        return True, "ok"
+        problem = self._probe(timeout_s=1.0)
+        return (False, problem) if problem is not None else (True, "ok")
 
     def flush(self, timeout_ms: int | None = None) -> None:
         if self._producer is None or self._producer_pid != os.getpid():

@@ -3,6 +3,8 @@ large is the message's fault and leaves the producer working, and health() tells
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from kafka.errors import KafkaTimeoutError
 
@@ -63,3 +65,10 @@ def test_health_without_a_reachable_broker_says_so():
     broker = KafkaBroker(bootstrap_servers="127.0.0.1:1")
     ok, detail = broker.health()
     assert not ok and "nothing answers at 127.0.0.1:1" in detail
+
+
+def test_health_names_a_failed_tls_handshake():
+    port = os.environ.get("KAFKA_SASL_PORT", "9094")  # the stack's TLS listener, its CA not given here
+    broker = KafkaBroker(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SSL")
+    ok, detail = broker.health()
+    assert not ok and "TLS handshake" in detail and "check ssl_cafile" in detail
