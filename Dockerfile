@@ -3,12 +3,14 @@
 #   docker build --target api    -t api-service:dev .
 #   docker build --target worker -t worker-service:dev .
 
-# ---- build: install the pinned dependencies into a virtualenv (wheels only; no compiler needed)
+# ---- build: install the pinned dependencies into a virtualenv. Wheels wherever one exists (no
+# compiler needed); psycogreen is published only as a source distribution (pure Python), so a
+# wheel-only install (--only-binary=:all:) cannot work.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
-RUN /opt/venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+RUN /opt/venv/bin/pip install --prefer-binary -r /tmp/requirements.txt
 
 # ---- runtime: the virtualenv and the code, run as an unprivileged user
 FROM python:3.11-slim AS runtime

@@ -83,6 +83,10 @@ def test_the_dockerfile_builds_small_non_root_images_for_both_services():
         and 'worker_class = "gevent"' in (ROOT / "gunicorn.conf.py").read_text()
     )
     assert '"python", "worker.py", "run"' in text
+    # psycogreen (pinned in requirements.txt) has no wheel: a wheel-only install fails for everyone
+    installs = [line for line in text.splitlines() if line.startswith("RUN") and "pip install" in line]
+    assert installs and not any("--only-binary" in line for line in installs)
+    assert "psycogreen==" in (ROOT / "requirements.txt").read_text()
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".stack", "tests"} <= set(ignored)
 
