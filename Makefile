@@ -73,8 +73,10 @@ format: venv
 	$(VENV)/bin/ruff format .
 
 # A local JWT (HS256, JWT_SECRET): export JWT_TOKEN=$$(make -s token SUB=device-tester ROLES=device,user)
+# DEVICE=id or DEVICES=a,b scope it to those devices (required for device tokens in production).
 token: venv
-	@LOG_LEVEL=WARNING $(VENV)/bin/flask --app wsgi token --sub $(or $(SUB),device-tester) --roles $(or $(ROLES),device$(comma)user) 2>/dev/null
+	@LOG_LEVEL=WARNING $(VENV)/bin/flask --app wsgi token --sub $(or $(SUB),device-tester) --roles $(or $(ROLES),device$(comma)user) \
+		--device "$(DEVICE)" --devices "$(DEVICES)" 2>/dev/null
 
 # docs/architecture.png from its Graphviz source
 docs: docs/architecture.png

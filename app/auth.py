@@ -1,8 +1,15 @@
-"""JWT authentication (flask-jwt-extended) and role checks.
+"""JWT authentication (flask-jwt-extended), role checks and device scope.
 
 Tokens carry the identity in ``sub`` and roles in a ``roles`` list. Every authentication failure
 (missing, malformed, ``alg: none``, bad signature, expired) is a JSON 401; a valid token without
-a required role is a JSON 403.
+a required role, or acting outside its device scope, is a JSON 403.
+
+Device scope: a token's ``device_id`` claim (one id) or ``devices`` claim (a list). A caller with
+the ``device`` role and not ``admin`` acts only for the ids in its scope; one stolen device
+credential must not write every device's state. A ``device`` token without a scope claim is
+refused in production and allowed in development (the architecture document's walk-through
+token has none). ``admin`` acts on any id; ``user`` reads any id unless its token carries a
+``devices`` claim, which then limits it.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask
+from flask import Flask, current_app
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from app.errors import error_response
@@ -66,3 +73,44 @@ def roles_required(*roles: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def _roles(claims: dict[str, Any]) -> set[str]:
+    granted = claims.get("roles") or []
+    if isinstance(granted, str):
+        granted = [granted]
+    return set(granted) if isinstance(granted, list) else set()
+
+
+def device_scope(claims: dict[str, Any]) -> frozenset[str] | None:
+    """The ids a token may act for (``device_id`` or ``devices``); None if it names none."""
+    scope: set[str] = set()
+    if isinstance(claims.get("device_id"), str):
+        scope.add(claims["device_id"])
+    devices = claims.get("devices")
+    if isinstance(devices, list):
+        scope.update(d for d in devices if isinstance(d, str))
+    return frozenset(scope) if "device_id" in claims or "devices" in claims else None
+
+
+def scope_denial(resource_id: str, *, reading: bool) -> Any | None:
+    """A 403 response if the request's token may not act for ``resource_id``, else None.
+
+    Call after :func:`roles_required` (the token is verified and its roles checked).
+    """
+    claims = get_jwt()
+    roles = _roles(claims)
+    if "admin" in roles:
+        return None
+    scope = device_scope(claims)
+    if "device" in roles:
+        if scope is None:
+            if current_app.config["SETTINGS"].is_development:
+                return None
+            return error_response(403, "forbidden", "a device token must name its device (device_id or devices)")
+        if resource_id not in scope:
+            return error_response(403, "forbidden", f"this token may not act for {resource_id!r}")
+        return None
+    if reading and isinstance(claims.get("devices"), list) and resource_id not in (scope or ()):
+        return error_response(403, "forbidden", f"this token may not read {resource_id!r}")
+    return None

@@ -1,4 +1,5 @@
-"""``flask --app wsgi token --sub device-123 --roles device,user``: mint a local token."""
+"""``flask --app wsgi token --sub device-123 --roles device,user [--device ID | --devices A,B]``:
+mint a local token."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ def register_commands(app: Flask) -> None:
     @click.option("--sub", required=True, help="the identity (JWT sub)")
     @click.option("--roles", default="device,user", show_default=True, help="comma-separated roles")
     @click.option("--ttl", default=3600, show_default=True, help="seconds until it expires")
-    def token(sub: str, roles: str, ttl: int) -> None:
+    @click.option("--device", default="", help="device scope: the one device id this token acts for")
+    @click.option("--devices", default="", help="device scope: comma-separated device ids")
+    def token(sub: str, roles: str, ttl: int, device: str, devices: str) -> None:
         """Print a token signed with JWT_SECRET (HS* only), shaped like the architecture document's."""
         settings = current_app.config["SETTINGS"]
         if not settings.jwt_algorithm.startswith("HS"):
@@ -24,4 +27,8 @@ def register_commands(app: Flask) -> None:
             "roles": [r.strip() for r in roles.split(",") if r.strip()],
             "exp": dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl),
         }
+        if device:
+            claims["device_id"] = device
+        if devices:
+            claims["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
         click.echo(pyjwt.encode(claims, settings.jwt_secret, algorithm=settings.jwt_algorithm))

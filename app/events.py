@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 from flask_jwt_extended import get_jwt_identity
 from marshmallow import ValidationError
 
-from app.auth import roles_required
+from app.auth import roles_required, scope_denial
 from app.errors import error_response
 from app.schemas import event_schema
 from broker import BrokerUnavailable, MessageTooLarge
@@ -33,6 +33,9 @@ def post_event() -> ResponseReturnValue:
         data = event_schema.load(body)
     except ValidationError as exc:
         return error_response(422, "validation_error", "the event is invalid", fields=exc.normalized_messages())
+    denied = scope_denial(data["device_id"], reading=False)
+    if denied is not None:
+        return denied
 
     event = {
         "request_id": g.request_id,

@@ -8,7 +8,7 @@ import redis
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
-from app.auth import roles_required
+from app.auth import roles_required, scope_denial
 from app.errors import error_response
 from app.extensions import cache
 from app.metrics import CACHE
@@ -26,6 +26,9 @@ _valid_id = re.compile(ID_PATTERN).match
 def read_resource(resource_id: str) -> ResponseReturnValue:
     if not _valid_id(resource_id):
         return error_response(400, "bad_request", "resource ids are 1-128 letters, digits or ._:-")
+    denied = scope_denial(resource_id, reading=True)
+    if denied is not None:
+        return denied
     svc = services()
     use_cache = svc.redis_available()
     if use_cache:
