@@ -4,14 +4,18 @@ Key ``resource:{id}`` holds the record as plain JSON (TTL 60 s by default), fill
 a miss. After a write the worker *invalidates* it, as the architecture document asks, but with a
 version fence so the race a plain delete-on-write loses cannot happen:
 
-1. the worker commits version v+1, then (one Lua script) raises ``resource:{id}:version`` to
-   v+1 and deletes the entry;
+1. the worker commits version v+1, then (one Lua script) raises the fence
+   ``resource-fence:{id}`` to v+1 and deletes the entry;
 2. a reader that loaded version v from PostgreSQL before the commit tries to cache it after
    step 1: its fill is a compare-and-set (second script) that refuses any version below the
    fence or below what is cached. So no reader can put an older version back.
 
 The fence outlives the entry (10x TTL, at least an hour), so even a reader stalled past the
 entry's TTL cannot bring an old row back.
+
+Entries and fences live in disjoint key spaces (``resource:`` and ``resource-fence:``): a resource
+id may contain ``:``, and with a shared prefix the id ``X:version`` would name another device's
+fence (reading it failed with a 500; writing it deleted that fence).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import redis
 from core.resources import ResourceRecord
 
 KEY_PREFIX = "resource:"
-FENCE_SUFFIX = ":version"
+FENCE_PREFIX = "resource-fence:"  # never a prefix of, nor prefixed by, KEY_PREFIX
 
 # KEYS[1] entry, KEYS[2] fence; ARGV: json, version, ttl seconds
 _FILL_IF_CURRENT = """
@@ -56,6 +60,10 @@ def cache_key(resource_id: str) -> str:
     return KEY_PREFIX + resource_id
 
 
+def fence_key(resource_id: str) -> str:
+    return FENCE_PREFIX + resource_id
+
+
 class ResourceCache:
     """Versioned fills and invalidations of the resource cache (reads go through flask-caching)."""
 
@@ -71,9 +79,9 @@ class ResourceCache:
         a newer one is cached). Returns whether it was stored. Raises ``redis.RedisError``."""
         key = cache_key(record.id)
         value = json.dumps(record.to_json(), separators=(",", ":"))
-        return bool(self._fill(keys=[key, key + FENCE_SUFFIX], args=[value, record.version, self.ttl]))
+        return bool(self._fill(keys=[key, fence_key(record.id)], args=[value, record.version, self.ttl]))
 
     def invalidate(self, record: ResourceRecord) -> None:
         """After the worker committed ``record``: fence out older versions and drop the entry."""
         key = cache_key(record.id)
-        self._invalidate(keys=[key, key + FENCE_SUFFIX], args=[record.version, self.fence_ttl])
+        self._invalidate(keys=[key, fence_key(record.id)], args=[record.version, self.fence_ttl])

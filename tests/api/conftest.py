@@ -12,7 +12,7 @@ from sqlalchemy import text
 from app import create_app
 from broker import KafkaBroker
 from core import migrate, runtime
-from core.cache import FENCE_SUFFIX, cache_key
+from core.cache import cache_key, fence_key
 from core.wiring import build_clients
 
 
@@ -74,4 +74,4 @@ def device_id(unique, db_engine, redis_client) -> Iterator[str]:
     with db_engine.begin() as conn:
         conn.execute(text("DELETE FROM events WHERE device_id = :d"), {"d": device})
         conn.execute(text("DELETE FROM resources WHERE id = :d"), {"d": device})
-    redis_client.delete(cache_key(device), cache_key(device) + FENCE_SUFFIX)
+    redis_client.delete(cache_key(device), fence_key(device))

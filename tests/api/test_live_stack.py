@@ -18,7 +18,7 @@ import jwt
 import pytest
 from sqlalchemy import text
 
-from core.cache import FENCE_SUFFIX, cache_key
+from core.cache import cache_key, fence_key
 from tests.helpers import free_port, start_group_at_end, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ def test_the_documented_walk_through_works_end_to_end(live, db_engine, redis_cli
         with db_engine.begin() as conn:
             conn.execute(text("DELETE FROM events WHERE device_id = :d"), {"d": device})
             conn.execute(text("DELETE FROM resources WHERE id = :d"), {"d": device})
-        redis_client.delete(cache_key(device), cache_key(device) + FENCE_SUFFIX)
+        redis_client.delete(cache_key(device), fence_key(device))
 
 
 def test_metrics_count_requests_across_gunicorn_workers(live):

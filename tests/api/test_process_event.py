@@ -10,7 +10,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from core.cache import FENCE_SUFFIX, cache_key
+from core.cache import cache_key, fence_key
 from core.resources import get_resource
 from tasks import process_event
 
@@ -44,14 +44,14 @@ def test_duplicate_and_out_of_order_deliveries_leave_the_newest_state(task_runti
         ).all()
     assert [(str(r.request_id), r.applied) for r in rows] == [(older["request_id"], False), (newer["request_id"], True)]
     assert redis_client.get(cache_key(device_id)) is None
-    assert int(redis_client.get(cache_key(device_id) + FENCE_SUFFIX)) == 1
+    assert int(redis_client.get(fence_key(device_id))) == 1
 
 
 def test_each_newer_event_bumps_the_version_and_invalidates_the_cache(task_runtime, device_id, redis_client, db_engine):
     for i in range(3):
         process_event(make_event(device_id, T0 + dt.timedelta(seconds=i), n=i))
         assert redis_client.get(cache_key(device_id)) is None, "the entry must be gone after a write"
-        assert int(redis_client.get(cache_key(device_id) + FENCE_SUFFIX)) == i + 1
+        assert int(redis_client.get(fence_key(device_id))) == i + 1
         assert task_runtime.resource_cache.fill(get_resource(db_engine, device_id)) is True  # the next reader refills
         cached = json.loads(redis_client.get(cache_key(device_id)))
         assert (cached["version"], cached["payload"]) == (i + 1, {"n": i})
@@ -112,3 +112,25 @@ def test_concurrent_readers_and_writers_end_with_the_newest_version_cached(task_
     assert newest.version == 151
     cached = redis_client.get(cache_key(device_id))
     assert cached is None or json.loads(cached)["version"] == newest.version
+
+
+def test_an_id_ending_in_version_never_touches_another_devices_cache_keys(
+    task_runtime, device_id, db_engine, redis_client, client, auth
+):
+    """Resource ids may contain ':'. Entries and fences live in disjoint key spaces, so the id
+    'X:version' is just another resource, not X's fence (issue 9)."""
+    twin = f"{device_id}:version"
+    try:
+        process_event(make_event(device_id, T0, n=1))
+        fence = redis_client.get(fence_key(device_id))
+        assert client.get(f"/resource/{twin}", headers=auth).status_code == 404  # was a 500
+        process_event(make_event(twin, T0 + dt.timedelta(seconds=1), n=2))
+        assert redis_client.get(fence_key(device_id)) == fence  # was deleted by the twin's write
+        read = client.get(f"/resource/{twin}", headers=auth)
+        assert read.status_code == 200 and read.json["payload"] == {"n": 2}
+        assert client.get(f"/resource/{device_id}", headers=auth).json["payload"] == {"n": 1}
+    finally:
+        with db_engine.begin() as conn:
+            conn.execute(text("DELETE FROM events WHERE device_id = :d"), {"d": twin})
+            conn.execute(text("DELETE FROM resources WHERE id = :d"), {"d": twin})
+        redis_client.delete(cache_key(twin), fence_key(twin))
