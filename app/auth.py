@@ -14,6 +14,7 @@ token has none). ``admin`` acts on any id; ``user`` reads any id unless its toke
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -35,6 +36,8 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
         JWT_DECODE_ALGORITHMS=[settings.jwt_algorithm],  # explicit: never "none", never a switch of family
         JWT_IDENTITY_CLAIM="sub",
         JWT_DECODE_LEEWAY=settings.jwt_leeway_seconds,
+        JWT_DECODE_AUDIENCE=settings.jwt_audience,  # None: aud not checked
+        JWT_DECODE_ISSUER=settings.jwt_issuer,  # None: iss not checked
         JWT_ACCESS_TOKEN_EXPIRES=False,  # only tokens minted here (the dev `token` command) use it
     )
     if settings.jwt_algorithm.startswith("HS"):
@@ -50,9 +53,22 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
     jwt.unauthorized_loader(lambda reason: unauthorized("missing or malformed Authorization header"))
     jwt.invalid_token_loader(lambda reason: unauthorized("invalid token"))
     jwt.expired_token_loader(lambda header, payload: unauthorized("token has expired"))
-    jwt.token_verification_failed_loader(lambda header, payload: unauthorized("token verification failed"))
+    jwt.token_verification_failed_loader(
+        lambda header, payload: unauthorized("token rejected: it must expire, within JWT_MAX_TTL_SECONDS")
+    )
     jwt.revoked_token_loader(lambda header, payload: unauthorized("token has been revoked"))
     jwt.needs_fresh_token_loader(lambda header, payload: unauthorized("fresh token required"))
+
+    @jwt.token_verification_loader
+    def within_policy(header: dict[str, Any], claims: dict[str, Any]) -> bool:
+        """A token must expire, and not too far ahead: a stolen token is worth at most
+        JWT_MAX_TTL_SECONDS (measured from iat, or from now for a token without one)."""
+        expires = claims.get("exp")
+        if isinstance(expires, bool) or not isinstance(expires, int | float):
+            return False
+        issued = claims.get("iat")
+        start = issued if isinstance(issued, int | float) and not isinstance(issued, bool) else time.time()
+        return expires - start <= settings.jwt_max_ttl_seconds + settings.jwt_leeway_seconds
 
 
 def roles_required(*roles: str) -> Callable[[F], F]:

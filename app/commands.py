@@ -25,6 +25,7 @@ def register_commands(app: Flask) -> None:
         claims = {
             "sub": sub,
             "roles": [r.strip() for r in roles.split(",") if r.strip()],
+            "iat": dt.datetime.now(dt.UTC),
             "exp": dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl),
         }
         if device:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DEV_JWT_SECRET = "local-dev-secret"
+MIN_SECRET_BYTES = 32  # HS256's key should be at least its output size (RFC 7518 3.2)
 ENVIRONMENTS = ("development", "test", "production")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -67,7 +68,10 @@ class Settings:
     jwt_algorithm: str = "HS256"  # JWT_ALGORITHM
     jwt_secret: str | None = None  # JWT_SECRET (HS*)
     jwt_public_key: str | None = None  # JWT_PUBLIC_KEY (RS*: PEM text, or a path to a PEM file)
-    jwt_leeway_seconds: int = 0  # JWT_LEEWAY_SECONDS
+    jwt_leeway_seconds: int = 30  # JWT_LEEWAY_SECONDS (clock skew allowed on exp, nbf, iat)
+    jwt_max_ttl_seconds: int = 86400  # JWT_MAX_TTL_SECONDS (exp - iat, or exp - now without iat)
+    jwt_audience: str | None = None  # JWT_AUDIENCE (checked against aud when set)
+    jwt_issuer: str | None = None  # JWT_ISSUER (checked against iss when set)
 
     max_body_bytes: int = 64 * 1024  # MAX_BODY_BYTES
 
@@ -169,13 +173,22 @@ def _check(settings: Settings) -> list[str]:
         "REDIS_URL must start with redis://, rediss:// or unix://",
     )
     need(settings.jwt_algorithm in JWT_ALGORITHMS, f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
+    need(settings.jwt_max_ttl_seconds > 0, "JWT_MAX_TTL_SECONDS must be positive")
+    need(0 <= settings.jwt_leeway_seconds <= 300, "JWT_LEEWAY_SECONDS must be between 0 and 300")
     if settings.jwt_algorithm.startswith("HS"):
         if not settings.jwt_secret:
             problems.append("JWT_SECRET is required for HS* algorithms")
         elif settings.jwt_secret == DEV_JWT_SECRET and not settings.is_development:
             problems.append(f"JWT_SECRET={DEV_JWT_SECRET!r} is only allowed with APP_ENV=development or test")
+        elif len(settings.jwt_secret.encode("utf-8")) < MIN_SECRET_BYTES and not settings.is_development:
+            problems.append(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes in production")
     else:
         need(bool(settings.jwt_public_key), "JWT_PUBLIC_KEY is required for RS* algorithms")
+        if not settings.is_development:
+            need(
+                bool(settings.jwt_audience and settings.jwt_issuer),
+                "JWT_AUDIENCE and JWT_ISSUER are required in production with RS* (tokens of an identity provider)",
+            )
     return problems
 
 

@@ -23,11 +23,22 @@ def test_the_defaults_are_valid():
         ({"DB_STATEMENT_TIMEOUT_MS": "0"}, "DB_STATEMENT_TIMEOUT_MS must be positive"),
         ({"DB_LOCK_TIMEOUT_MS": "soon"}, "DB_LOCK_TIMEOUT_MS='soon' is not a valid int"),
         ({"APP_ENV": "production"}, "JWT_SECRET='local-dev-secret' is only allowed"),
+        ({"APP_ENV": "production", "JWT_SECRET": "short-but-not-the-dev-one"}, "at least 32 bytes in production"),
+        (
+            {"APP_ENV": "production", "JWT_ALGORITHM": "RS256", "JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----"},
+            "JWT_AUDIENCE and JWT_ISSUER are required in production",
+        ),
+        ({"JWT_MAX_TTL_SECONDS": "0"}, "JWT_MAX_TTL_SECONDS must be positive"),
     ],
 )
 def test_a_bad_value_is_named(changes, problem):
     with pytest.raises(SettingsError, match=problem):
         load_settings({**BASE, **changes})
+
+
+def test_production_accepts_a_long_secret():
+    settings = load_settings({**BASE, "APP_ENV": "production", "JWT_SECRET": "x" * 32})
+    assert not settings.is_development
 
 
 def test_every_problem_is_reported_at_once():

@@ -1,0 +1,144 @@
+"""Token policy and the attack matrix: every forged, stale, overlong or misdirected token is a
+JSON 401, and no token ever reaches the logs (issue 9, item 2)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from app import create_app
+
+NOT_JSON_EVENT = "not json"  # an authenticated request then fails validation (400) without any server
+
+
+def _rsa_pair() -> tuple[bytes, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public.decode()
+
+
+@pytest.fixture(scope="module")
+def rsa_keys():
+    return _rsa_pair(), _rsa_pair()  # (ours, an attacker's)
+
+
+@pytest.fixture
+def rs_client(settings, api_broker, rsa_keys):
+    (_, public), _ = rsa_keys
+    rs = settings.replace(
+        jwt_algorithm="RS256", jwt_public_key=public, jwt_audience="device-api", jwt_issuer="https://idp"
+    )
+    return create_app(rs, broker=api_broker).test_client()
+
+
+def _claims(**changes) -> dict:
+    now = int(time.time())
+    claims = {"sub": "attacker", "roles": ["admin"], "iat": now, "exp": now + 600}
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def _tampered(token: str) -> str:
+    header, payload, signature = token.split(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    body["roles"] = ["admin"]
+    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
+
+
+def _alg_none() -> str:
+    def b64(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(_claims())}."
+
+
+HS_SECRET = "local-dev-secret"
+LATER = int(time.time()) + 2 * 86400  # beyond JWT_MAX_TTL_SECONDS (24 h)
+
+
+def _hs(**changes) -> str:
+    return pyjwt.encode(_claims(**changes), HS_SECRET, algorithm="HS256")
+
+
+HS_CASES = {
+    "alg none": lambda: _alg_none(),
+    "tampered payload": lambda: _tampered(_hs(roles=["user"])),
+    "wrong key": lambda: pyjwt.encode(_claims(), "another-secret-of-thirty-two-bytes!!", algorithm="HS256"),
+    "expired": lambda: _hs(exp=int(time.time()) - 120),
+    "no exp": lambda: _hs(exp=None),
+    "lifetime over the cap": lambda: _hs(exp=LATER),
+    "no iat, far exp": lambda: _hs(iat=None, exp=LATER),
+    "future nbf": lambda: _hs(nbf=int(time.time()) + 600),
+    "future iat": lambda: _hs(iat=int(time.time()) + 600),
+    "100 KB token": lambda: "eyJhbGciOiJIUzI1NiJ9." + "A" * 100_000 + ".sig",
+}
+
+
+def _assert_401_and_unlogged(client, token, caplog):
+    caplog.set_level(logging.DEBUG)
+    response = client.post("/events", data=NOT_JSON_EVENT, headers={"Authorization": f"Bearer {token}",
+                                                                   "Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 401, response.json
+    assert response.is_json and response.json["error"] == "unauthorized"
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert token[:40] not in logged and token[-40:] not in logged
+
+
+@pytest.mark.parametrize("case", HS_CASES)
+def test_every_bad_hs256_token_is_a_json_401_and_never_logged(client, caplog, case):
+    _assert_401_and_unlogged(client, HS_CASES[case](), caplog)
+
+
+def test_clock_skew_within_the_leeway_is_accepted(client, settings):
+    token = _hs(exp=int(time.time()) - settings.jwt_leeway_seconds // 2)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    response = client.post("/events", data=NOT_JSON_EVENT, headers=headers)
+    assert response.status_code == 400  # authenticated; the body is what is wrong
+
+
+def _rs_token(private: bytes, **changes) -> str:
+    return pyjwt.encode(_claims(**{"aud": "device-api", "iss": "https://idp", **changes}), private, algorithm="RS256")
+
+
+def test_rs256_accepts_the_providers_token_for_this_audience_and_issuer(rs_client, rsa_keys):
+    (private, _), _ = rsa_keys
+    response = rs_client.post("/events", data=NOT_JSON_EVENT, headers={"Authorization": f"Bearer {_rs_token(private)}",
+                                                                      "Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("case", ["hs/rs confusion", "wrong key", "wrong aud", "wrong iss", "no aud"])
+def test_every_bad_rs256_token_is_a_json_401_and_never_logged(rs_client, rsa_keys, caplog, case):
+    (private, public), (attacker, _) = rsa_keys
+    token = {
+        # the public key is public: signing HS256 with it as the HMAC secret must not pass
+        "hs/rs confusion": lambda: _hmac_with(public),
+        "wrong key": lambda: _rs_token(attacker),
+        "wrong aud": lambda: _rs_token(private, aud="another-api"),
+        "wrong iss": lambda: _rs_token(private, iss="https://evil"),
+        "no aud": lambda: pyjwt.encode(_claims(iss="https://idp"), private, algorithm="RS256"),
+    }[case]()
+    _assert_401_and_unlogged(rs_client, token, caplog)
+
+
+def _hmac_with(secret: str) -> str:
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{b64(json.dumps(_claims()).encode())}"
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
