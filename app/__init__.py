@@ -41,8 +41,10 @@ def register_services(app: Flask, settings: Settings, broker: Broker | None) -> 
 def register_extensions(app: Flask, settings: Settings) -> None:
     from app.auth import configure_jwt
     from app.extensions import cache
+    from app.ratelimit import configure_rate_limits
 
     configure_jwt(app, settings)
+    configure_rate_limits(app, settings)
     cache.init_app(
         app,
         config={

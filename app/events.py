@@ -11,6 +11,7 @@ from marshmallow import ValidationError
 
 from app.auth import roles_required, scope_denial
 from app.errors import error_response
+from app.ratelimit import check_event_rate
 from app.schemas import event_schema
 from broker import BrokerUnavailable, MessageTooLarge
 from tasks import process_event
@@ -33,7 +34,7 @@ def post_event() -> ResponseReturnValue:
         data = event_schema.load(body)
     except ValidationError as exc:
         return error_response(422, "validation_error", "the event is invalid", fields=exc.normalized_messages())
-    denied = scope_denial(data["device_id"], reading=False)
+    denied = scope_denial(data["device_id"], reading=False) or check_event_rate(data["device_id"], get_jwt_identity())
     if denied is not None:
         return denied
 

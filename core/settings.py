@@ -74,6 +74,7 @@ class Settings:
     jwt_issuer: str | None = None  # JWT_ISSUER (checked against iss when set)
 
     max_body_bytes: int = 64 * 1024  # MAX_BODY_BYTES
+    rate_limit_events: str = "100/5 seconds"  # RATE_LIMIT_EVENTS (per device and per token subject)
 
     @property
     def is_development(self) -> bool:
@@ -168,6 +169,7 @@ def _check(settings: Settings) -> list[str]:
         need(getattr(settings, name) > 0, f"{name.upper()} must be positive")
     need(settings.cache_ttl_seconds > 0, "CACHE_TTL_SECONDS must be positive")
     need(settings.max_body_bytes > 0, "MAX_BODY_BYTES must be positive")
+    need(_valid_limits(settings.rate_limit_events), "RATE_LIMIT_EVENTS must read like '100/5 seconds;20/second'")
     need(
         settings.redis_url.startswith(("redis://", "rediss://", "unix://")),
         "REDIS_URL must start with redis://, rediss:// or unix://",
@@ -190,6 +192,15 @@ def _check(settings: Settings) -> list[str]:
                 "JWT_AUDIENCE and JWT_ISSUER are required in production with RS* (tokens of an identity provider)",
             )
     return problems
+
+
+def _valid_limits(text: str) -> bool:
+    from limits import parse_many
+
+    try:
+        return bool(parse_many(text))
+    except ValueError:
+        return False
 
 
 def load_settings(environ: Mapping[str, str] | None = None, *, require_jwt: bool = True, **overrides: Any) -> Settings:

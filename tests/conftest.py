@@ -28,6 +28,7 @@ TEST_DEFAULTS = {
     "JWT_SECRET": "local-dev-secret",
     "POSTGRES_PASSWORD": "apppass",
     "LOG_LEVEL": "WARNING",
+    "RATE_LIMIT_EVENTS": "100000/second",  # tests post fast from one subject; the limit has its own tests
 }
 
 

@@ -116,6 +116,7 @@ class System:
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
             "KAFKA_CONSUMER_GROUP": self.group,
             "LOG_LEVEL": os.environ.get("CHAOS_LOG_LEVEL", "INFO"),
+            "RATE_LIMIT_EVENTS": "100000/second",  # one subject posts for every device here
             **(env or {}),
         }
         self.api_env = {**self.env, "BIND": self.url, "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics)}

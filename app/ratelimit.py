@@ -1,0 +1,66 @@
+"""Rate limits on ``POST /events``: per device id and per token subject, in Redis.
+
+flask-limiter supplies the storage (Redis, ``REDIS_URL``) and the moving-window strategy. The
+check runs inside the view rather than as a route decorator, because the device id is known only
+once the body is validated and the subject only once the token is verified. If Redis is down the
+limit fails open (serving events matters more than limiting them), with one warning per minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from flask import Flask, current_app
+from flask_limiter import Limiter
+from limits import parse_many
+
+from app.errors import error_response
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+limiter = Limiter(key_func=lambda: "not-used")  # no route-wide limits: see check_event_rate
+WARN_EVERY_S = 60.0
+_last_warning = 0.0
+
+
+def configure_rate_limits(app: Flask, settings: Settings) -> None:
+    app.config.update(
+        RATELIMIT_STORAGE_URI=settings.redis_url,
+        RATELIMIT_STORAGE_OPTIONS={
+            "socket_timeout": settings.redis_timeout_seconds,
+            "socket_connect_timeout": settings.redis_timeout_seconds,
+        },
+        RATELIMIT_STRATEGY="moving-window",
+        RATELIMIT_KEY_PREFIX="ratelimit",  # its keys never meet resource:{id} or resource-fence:{id}
+        RATELIMIT_HEADERS_ENABLED=False,  # the 429 carries Retry-After itself
+    )
+    limiter.init_app(app)
+    app.extensions["event_rate_limits"] = parse_many(settings.rate_limit_events)
+
+
+def check_event_rate(device_id: str, subject: str) -> Any | None:
+    """A JSON 429 with ``Retry-After`` if this device or this token's subject posts too fast."""
+    try:
+        for item in current_app.extensions["event_rate_limits"]:
+            for scope, value in (("device", device_id), ("subject", subject)):
+                if not limiter.limiter.hit(item, "events", scope, value):
+                    reset = limiter.limiter.get_window_stats(item, "events", scope, value).reset_time
+                    response, status = error_response(
+                        429, "too_many_requests", f"too many events for this {scope}: at most {item}"
+                    )
+                    response.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
+                    return response, status
+    except Exception as exc:  # Redis down or slow: fail open
+        _warn(exc)
+    return None
+
+
+def _warn(exc: Exception) -> None:
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= WARN_EVERY_S:
+        _last_warning = now
+        log.warning("rate limits unavailable (Redis); letting events through", extra={"error": repr(exc)})

@@ -1,0 +1,45 @@
+"""Rate limits on POST /events: per device and per token subject, 429 + Retry-After + JSON, and
+open (not closed) when Redis is unreachable (issue 9, item 5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def limited(settings, api_broker):
+    def make(limit: str, **changes):
+        return create_app(settings.replace(rate_limit_events=limit, **changes), broker=api_broker).test_client()
+
+    return make
+
+
+def _post(client, token, device):
+    return client.post(
+        "/events", json={"device_id": device, "payload": {}}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def test_a_device_posting_too_fast_gets_429_with_retry_after(limited, make_token, device_id, unique):
+    client, token = limited("3/10 seconds"), make_token(roles=("device",), sub=f"sub-{unique}")
+    assert [_post(client, token, device_id).status_code for _ in range(3)] == [202, 202, 202]
+    refused = _post(client, token, device_id)
+    assert refused.status_code == 429 and refused.is_json
+    assert refused.json["error"] == "too_many_requests" and "device" in refused.json["message"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 10
+
+
+def test_one_subject_posting_for_many_devices_is_limited_too(limited, make_token, device_id, unique):
+    client, token = limited("3/10 seconds"), make_token(roles=("admin",), sub=f"gateway-{unique}")
+    statuses = [_post(client, token, f"{device_id}-{i}").status_code for i in range(4)]
+    assert statuses == [202, 202, 202, 429]
+
+
+def test_with_redis_unreachable_the_limit_fails_open(limited, make_token, device_id, unique):
+    client = limited("1/10 seconds", redis_url="redis://127.0.0.1:1/0")
+    token = make_token(roles=("device",), sub=f"sub-{unique}")
+    assert [_post(client, token, device_id).status_code for _ in range(3)] == [202, 202, 202]
