@@ -2,7 +2,8 @@
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (``scripts/run`` and the container do), each worker writes
 its samples there and ``/metrics`` aggregates all of them; ``gunicorn.conf.py`` cleans up after
-exited workers.
+exited workers. ``/metrics`` needs an ``admin`` token (Prometheus: ``authorization`` in the scrape
+config), so the API port does not hand its traffic profile to anyone who asks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from app.auth import roles_required
 
 REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "endpoint", "status"])
 LATENCY = Histogram(
@@ -23,6 +26,7 @@ blueprint = Blueprint("metrics", __name__)
 
 
 @blueprint.get("/metrics")
+@roles_required("admin")  # not public: it names every endpoint and how busy it is
 def metrics() -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -112,3 +112,12 @@ def test_invalid_resource_ids_get_400_and_unknown_ones_404(client, auth):
 def test_unknown_routes_and_methods_are_json(client):
     assert client.get("/nope").json["error"] == "not_found"
     assert client.put("/events").status_code == 405 and client.put("/events").is_json
+
+
+@pytest.mark.parametrize("roles, status", [(None, 401), (["device", "user"], 403), (["admin"], 200)])
+def test_metrics_are_for_admins_only(client, make_token, roles, status):
+    headers = {"Authorization": f"Bearer {make_token(roles=roles)}"} if roles else {}
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == status
+    if status == 200:
+        assert b"http_requests_total" in response.data

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -140,10 +141,12 @@ def test_the_documented_walk_through_works_end_to_end(live, db_engine, redis_cli
         redis_client.delete(cache_key(device), fence_key(device))
 
 
-def test_metrics_count_requests_across_gunicorn_workers(live):
+def test_metrics_count_requests_across_gunicorn_workers_for_admins_only(live):
     for _ in range(20):
         http("GET", f"{live['url']}/healthz")
-    status, _, body = http("GET", f"{live['url']}/metrics")
+    assert http("GET", f"{live['url']}/metrics")[0] == 401
+    admin = jwt.encode({"sub": "ops", "roles": ["admin"], "exp": int(time.time()) + 600}, "local-dev-secret")
+    status, _, body = http("GET", f"{live['url']}/metrics", admin)
     assert status == 200
     text_ = body.decode()
     lines = [line for line in text_.splitlines() if line.startswith("http_requests_total{") and "/healthz" in line]
