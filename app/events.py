@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from flask import Blueprint, current_app, g, request
 from flask.typing import ResponseReturnValue
 from flask_jwt_extended import get_jwt_identity
 from marshmallow import ValidationError
 
+from app import idempotency
 from app.auth import roles_required, scope_denial
 from app.errors import error_response
 from app.ratelimit import check_event_rate
 from app.schemas import event_schema
+from app.services import services
 from broker import BrokerUnavailable, MessageTooLarge
 from tasks import process_event
 
@@ -34,19 +37,37 @@ def post_event() -> ResponseReturnValue:
         data = event_schema.load(body)
     except ValidationError as exc:
         return error_response(422, "validation_error", "the event is invalid", fields=exc.normalized_messages())
-    denied = scope_denial(data["device_id"], reading=False) or check_event_rate(data["device_id"], get_jwt_identity())
+    subject = get_jwt_identity()
+    denied = scope_denial(data["device_id"], reading=False) or check_event_rate(data["device_id"], subject)
     if denied is not None:
         return denied
+    held = None
+    raw_key = request.headers.get(idempotency.HEADER)
+    if raw_key is not None:
+        outcome = idempotency.claim(services().redis, raw_key, subject, data, g.request_id)
+        if not isinstance(outcome, idempotency.Claim):
+            return outcome  # the first answer again, or why not
+        held = outcome
 
     event = {
         "request_id": g.request_id,
         "device_id": data["device_id"],
-        "user_id": get_jwt_identity(),
+        "user_id": subject,
         "received_at": dt.datetime.now(dt.UTC).isoformat(),
         "payload": data["payload"],
     }
+    if held is not None:
+        event["idempotency_key"] = held.hashed  # the worker stores a retry once even without Redis
+    response, status = _enqueue(event)
+    if held is not None:
+        idempotency.settle(services().redis, held, status=status, request_id=g.request_id)
+    return response, status
+
+
+def _enqueue(event: dict) -> tuple[Any, int]:
+    """202 once Kafka acknowledged the task; 413 or 503 (with Retry-After) otherwise."""
     try:
-        process_event.send_with_options(args=(event,), key=data["device_id"], headers={"request_id": g.request_id})
+        process_event.send_with_options(args=(event,), key=event["device_id"], headers={"request_id": g.request_id})
     except MessageTooLarge:
         return error_response(413, "request_entity_too_large", "the event is larger than the queue accepts")
     except BrokerUnavailable as exc:

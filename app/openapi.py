@@ -23,19 +23,26 @@ def build_spec() -> dict[str, Any]:
     def error(description: str) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": "Error"}}}
 
-    auth_errors = {"401": error("missing or invalid token"), "403": error("token lacks the role")}
+    auth_errors = {"401": error("missing or invalid token"), "403": error("token lacks the role or the device scope")}
     spec.path(
         path="/events",
         operations={
             "post": {
-                "summary": "Submit a device event (roles: device, admin)",
+                "summary": "Submit a device event (roles: device for its own ids, admin)",
                 "security": [{"bearer": []}],
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "description": "retries with the same key (per token subject, 24 h) get the first "
+                                               "answer and enqueue nothing",
+                                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": "Event"}}},
                 "responses": {
                     "202": {"description": "accepted: stored in Kafka",
                             "content": {"application/json": {"schema": "Accepted"}}},
                     "400": error("body is not JSON"), **auth_errors, "413": error("body too large"),
-                    "415": error("not application/json"), "422": error("invalid event"),
+                    "409": error("a request with this Idempotency-Key is still in progress"),
+                    "415": error("not application/json"),
+                    "422": error("invalid event, or an Idempotency-Key reused with another body"),
+                    "429": error("too many events for this device or token subject; see Retry-After"),
                     "503": error("Kafka unavailable; retry after Retry-After seconds"),
                 },
             }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, String, func
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -36,7 +36,15 @@ class Event(Base):
     """Every accepted event, once (``request_id`` is unique, so redelivery is a no-op)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_device_received", "device_id", "received_at"),)
+    __table_args__ = (
+        Index("ix_events_device_received", "device_id", "received_at"),
+        Index(
+            "ux_events_idempotency_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
 
     request_id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
     device_id: Mapped[str] = mapped_column(String(128), nullable=False)
@@ -47,3 +55,5 @@ class Event(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     applied: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # sha256 of (token subject, Idempotency-Key): a retried request with the same key is stored once
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))

@@ -30,11 +30,12 @@ _UPSERT_RESOURCE = text(
 )
 _INSERT_EVENT = text(
     """
-    INSERT INTO events (request_id, device_id, user_id, payload, received_at, applied)
-    VALUES (:request_id, :id, :user_id, CAST(:payload AS jsonb), :event_at, :applied)
+    INSERT INTO events (request_id, device_id, user_id, payload, received_at, applied, idempotency_key)
+    VALUES (:request_id, :id, :user_id, CAST(:payload AS jsonb), :event_at, :applied, :idempotency_key)
     ON CONFLICT (request_id) DO NOTHING
     """
 )
+_RETRY_STORED = text("SELECT 1 FROM events WHERE idempotency_key = :idempotency_key")
 _SELECT_RESOURCE = text("SELECT id, payload, version, updated_at FROM resources WHERE id = :id")
 
 
@@ -71,6 +72,10 @@ def apply_event(engine: Engine, event: dict[str, Any]) -> ApplyResult:
 
     "Newer" is by (``received_at``, ``request_id``), so replays, duplicates and out-of-order
     deliveries never move a resource back in time, and applying one event twice is a no-op.
+
+    An event with an ``idempotency_key`` (a device's retry of one request, see the API's
+    ``Idempotency-Key``) whose key is already stored is a retry that got a new ``request_id``
+    (when Redis could not dedupe it at the API): it changes nothing either.
     """
     params = {
         "id": event["device_id"],
@@ -78,8 +83,12 @@ def apply_event(engine: Engine, event: dict[str, Any]) -> ApplyResult:
         "event_at": event["received_at"],
         "request_id": event["request_id"],
         "user_id": event.get("user_id"),
+        "idempotency_key": event.get("idempotency_key"),
     }
     with engine.begin() as conn:
+        if params["idempotency_key"] is not None and conn.execute(_RETRY_STORED, params).first():
+            row = conn.execute(_SELECT_RESOURCE, params).one_or_none()
+            return ApplyResult(applied=False, record=ResourceRecord.from_row(row) if row is not None else None)
         row = conn.execute(_UPSERT_RESOURCE, params).one_or_none()
         applied = row is not None
         conn.execute(_INSERT_EVENT, {**params, "applied": applied})

@@ -1,0 +1,91 @@
+"""``Idempotency-Key`` on ``POST /events``: a device that retries (after a timeout, or a 503
+whose send did reach Kafka) gets the first answer back instead of writing a second event.
+
+The key (1-128 of ``A-Z a-z 0-9 . _ : -``) is scoped to the token's subject and kept for 24 h in
+Redis under ``idempotency:<sha256(subject, key)>``, claimed with ``SET NX``:
+
+* first request: claimed as *pending*, enqueued, then stored as the answer (202 + request id);
+  a 503 releases the claim, so the device's retry can go through;
+* same key, same body, answered: the stored answer again, nothing enqueued;
+* same key, same body, still pending (a concurrent duplicate): 409, retry shortly;
+* same key, another body: 422.
+
+Redis can be down: then the API cannot tell, enqueues, and the worker stores the event once all
+the same, because the hashed key travels in the event and ``events.idempotency_key`` is unique.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from app.errors import error_response
+
+log = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+TTL_SECONDS = 24 * 3600
+PENDING_TTL_SECONDS = 60  # a claim whose request died mid-way frees itself
+KEY_PREFIX = "idempotency:"
+_VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def event_key(subject: str, key: str) -> str:
+    """The key as stored with the event (and in Redis): scoped to the subject, fixed length."""
+    return hashlib.sha256(f"{subject}\0{key}".encode()).hexdigest()
+
+
+@dataclass
+class Claim:
+    """This request's hold on an idempotency key (``redis_key`` None: Redis was unreachable)."""
+
+    hashed: str
+    fingerprint: str
+    redis_key: str | None
+
+
+def claim(client: redis.Redis, raw_key: str, subject: str, body: dict[str, Any], request_id: str) -> Claim | Any:
+    """Claim ``raw_key`` for this request, or return the response it must get instead."""
+    if not _VALID.match(raw_key):
+        return error_response(400, "bad_request", f"{HEADER} must be 1-128 letters, digits or ._:-")
+    hashed = event_key(subject, raw_key)
+    fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    redis_key = KEY_PREFIX + hashed
+    pending = json.dumps({"state": "pending", "fingerprint": fingerprint, "request_id": request_id})
+    try:
+        if client.set(redis_key, pending, nx=True, ex=PENDING_TTL_SECONDS):
+            return Claim(hashed, fingerprint, redis_key)
+        stored = json.loads(client.get(redis_key) or "null")
+    except redis.RedisError as exc:
+        log.warning("idempotency keys unavailable (Redis); the worker dedupes", extra={"error": repr(exc)})
+        return Claim(hashed, fingerprint, None)
+    if stored is None:  # expired between SET and GET: treat as new
+        return claim(client, raw_key, subject, body, request_id)
+    if stored["fingerprint"] != fingerprint:
+        return error_response(422, "idempotency_key_reused", f"this {HEADER} was used with another body")
+    if stored["state"] == "pending":
+        response, status = error_response(409, "conflict", f"a request with this {HEADER} is in progress")
+        response.headers["Retry-After"] = "1"
+        return response, status
+    response, status = {"request_id": stored["request_id"], "status": "accepted"}, stored["status"]
+    return response, status, {"Idempotent-Replayed": "true"}
+
+
+def settle(client: redis.Redis, held: Claim, *, status: int, request_id: str) -> None:
+    """Store the answer (a 202) for 24 h, or release the claim (anything else) for a retry."""
+    if held.redis_key is None:
+        return
+    try:
+        if status == 202:
+            answer = {"state": "done", "fingerprint": held.fingerprint, "status": status, "request_id": request_id}
+            client.set(held.redis_key, json.dumps(answer), ex=TTL_SECONDS)
+        else:
+            client.delete(held.redis_key)
+    except redis.RedisError as exc:
+        log.warning("could not settle an idempotency key", extra={"error": repr(exc)})

@@ -1,0 +1,77 @@
+"""Idempotent retries (issue 9, item 3): the same Idempotency-Key from the same subject gets the
+first answer and enqueues nothing; another body gets 422; and even without Redis the worker
+stores a retried event once."""
+
+from __future__ import annotations
+
+import pytest
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition as KTP
+from sqlalchemy import text
+
+from app import create_app
+from app.idempotency import event_key
+from broker.brokers.kafka import client_options
+from tasks import process_event
+
+pytestmark = pytest.mark.stack
+
+
+def _input_end(settings) -> int:
+    consumer = KafkaConsumer(**client_options(**settings.kafka_options))
+    try:
+        tps = [KTP("events-input", p) for p in consumer.partitions_for_topic("events-input")]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
+def _post(client, token, body, key):
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
+    return client.post("/events", json=body, headers=headers)
+
+
+def test_a_retry_with_the_same_key_gets_the_first_answer_and_enqueues_nothing(
+    client, make_token, device_id, unique, settings
+):
+    token, body = make_token(sub=f"sub-{unique}"), {"device_id": device_id, "payload": {"n": 1}}
+    first = _post(client, token, body, f"retry-{unique}")
+    assert first.status_code == 202
+    end = _input_end(settings)
+    again = _post(client, token, body, f"retry-{unique}")
+    assert again.status_code == 202 and again.json["request_id"] == first.json["request_id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert _input_end(settings) == end  # nothing enqueued the second time
+    other_subject = _post(client, make_token(sub=f"other-{unique}"), body, f"retry-{unique}")
+    assert other_subject.status_code == 202 and other_subject.json["request_id"] != first.json["request_id"]
+
+
+def test_a_key_reused_with_another_body_is_422(client, make_token, device_id, unique):
+    token = make_token(sub=f"sub-{unique}")
+    assert _post(client, token, {"device_id": device_id, "payload": {"n": 1}}, f"k-{unique}").status_code == 202
+    reused = _post(client, token, {"device_id": device_id, "payload": {"n": 2}}, f"k-{unique}")
+    assert reused.status_code == 422 and reused.json["error"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 129, "semi;colon"])
+def test_a_malformed_key_is_400(client, make_token, device_id, key):
+    response = _post(client, make_token(), {"device_id": device_id, "payload": {}}, key)
+    assert response.status_code == 400 and "Idempotency-Key" in response.json["message"]
+
+
+def test_without_redis_the_worker_still_stores_a_retried_event_once(
+    settings, api_broker, make_token, device_id, unique, task_runtime, db_engine
+):
+    client = create_app(settings.replace(redis_url="redis://127.0.0.1:1/0"), broker=api_broker).test_client()
+    token, body = make_token(sub=f"sub-{unique}"), {"device_id": device_id, "payload": {"n": 1}}
+    answers = [_post(client, token, body, f"no-redis-{unique}") for _ in range(2)]
+    assert [a.status_code for a in answers] == [202, 202]  # the API could not tell: two request ids
+    hashed = event_key(f"sub-{unique}", f"no-redis-{unique}")
+    for answer in answers:  # what the worker receives for each
+        process_event({"request_id": answer.json["request_id"], "device_id": device_id, "user_id": f"sub-{unique}",
+                       "received_at": "2026-11-25T10:00:00+00:00", "payload": {"n": 1},
+                       "idempotency_key": hashed})  # fmt: skip
+    with db_engine.connect() as conn:
+        stored = conn.execute(text("SELECT count(*) FROM events WHERE device_id = :d"), {"d": device_id}).scalar()
+        version = conn.execute(text("SELECT version FROM resources WHERE id = :d"), {"d": device_id}).scalar()
+    assert (stored, version) == (1, 1)
