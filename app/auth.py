@@ -19,6 +19,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+import jwt as pyjwt
 from flask import Flask, current_app
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
@@ -46,6 +47,8 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
         app.config["JWT_PUBLIC_KEY"] = settings.jwt_public_key
         app.config["JWT_SECRET_KEY"] = None
     jwt.init_app(app)
+    if settings.jwt_jwks_url and not settings.jwt_algorithm.startswith("HS"):
+        use_jwks(settings.jwt_jwks_url)
 
     def unauthorized(message: str) -> Any:
         return error_response(401, "unauthorized", message)
@@ -69,6 +72,24 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
         issued = claims.get("iat")
         start = issued if isinstance(issued, int | float) and not isinstance(issued, bool) else time.time()
         return expires - start <= settings.jwt_max_ttl_seconds + settings.jwt_leeway_seconds
+
+
+def use_jwks(url: str) -> None:
+    """Verify RS* tokens with the identity provider's published keys, picked by the token's
+    ``kid``, as real providers rotate them. PyJWKClient caches the key set (5 minutes) and fetches
+    it again for a ``kid`` it does not know. A token without ``kid``, or with one the provider does
+    not publish, is a 401."""
+    client = pyjwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
+
+    @jwt.decode_key_loader
+    def key_for(header: dict[str, Any], payload: dict[str, Any]) -> Any:
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise pyjwt.InvalidTokenError("the token names no key (kid)")
+        try:
+            return client.get_signing_key(kid).key
+        except pyjwt.PyJWKClientError as exc:
+            raise pyjwt.InvalidTokenError(f"no usable key {kid!r} at the identity provider") from exc
 
 
 def roles_required(*roles: str) -> Callable[[F], F]:

@@ -68,6 +68,7 @@ class Settings:
     jwt_algorithm: str = "HS256"  # JWT_ALGORITHM
     jwt_secret: str | None = None  # JWT_SECRET (HS*)
     jwt_public_key: str | None = None  # JWT_PUBLIC_KEY (RS*: PEM text, or a path to a PEM file)
+    jwt_jwks_url: str | None = None  # JWT_JWKS_URL (RS*: the identity provider's keys, by kid)
     jwt_leeway_seconds: int = 30  # JWT_LEEWAY_SECONDS (clock skew allowed on exp, nbf, iat)
     jwt_max_ttl_seconds: int = 86400  # JWT_MAX_TTL_SECONDS (exp - iat, or exp - now without iat)
     jwt_audience: str | None = None  # JWT_AUDIENCE (checked against aud when set)
@@ -185,7 +186,12 @@ def _check(settings: Settings) -> list[str]:
         elif len(settings.jwt_secret.encode("utf-8")) < MIN_SECRET_BYTES and not settings.is_development:
             problems.append(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes in production")
     else:
-        need(bool(settings.jwt_public_key), "JWT_PUBLIC_KEY is required for RS* algorithms")
+        need(
+            bool(settings.jwt_public_key or settings.jwt_jwks_url),
+            "JWT_PUBLIC_KEY or JWT_JWKS_URL is required for RS* algorithms",
+        )
+        if settings.jwt_jwks_url:
+            need(settings.jwt_jwks_url.startswith(("https://", "http://")), "JWT_JWKS_URL must be an http(s) URL")
         if not settings.is_development:
             need(
                 bool(settings.jwt_audience and settings.jwt_issuer),

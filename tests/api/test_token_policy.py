@@ -142,3 +142,48 @@ def _hmac_with(secret: str) -> str:
     signing_input = f"{b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{b64(json.dumps(_claims()).encode())}"
     signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
+
+
+@pytest.fixture
+def jwks_client(settings, api_broker, rsa_keys):
+    """The app verifying RS256 tokens with keys from a JWKS endpoint (a tiny server on loopback)."""
+    import http.server
+    import threading
+
+    (_, public), _ = rsa_keys
+    jwk = json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(serialization.load_pem_public_key(public.encode())))
+    body = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+
+    class Keys(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
+    rs = settings.replace(jwt_algorithm="RS256", jwt_public_key=None, jwt_jwks_url=url)
+    yield create_app(rs, broker=api_broker).test_client()
+    server.shutdown()
+
+
+def _kid_token(private: bytes, kid: str | None) -> str:
+    headers = {"kid": kid} if kid else None
+    return pyjwt.encode(_claims(), private, algorithm="RS256", headers=headers)
+
+
+def test_jwks_keys_are_chosen_by_kid(jwks_client, rsa_keys):
+    (private, _), _ = rsa_keys
+    headers = {"Authorization": f"Bearer {_kid_token(private, 'k1')}", "Content-Type": "application/json"}
+    assert jwks_client.post("/events", data=NOT_JSON_EVENT, headers=headers).status_code == 400  # authenticated
+
+
+@pytest.mark.parametrize("kid", [None, "unknown"])
+def test_a_token_without_a_kid_or_with_an_unknown_one_is_a_json_401(jwks_client, rsa_keys, caplog, kid):
+    (private, _), _ = rsa_keys
+    _assert_401_and_unlogged(jwks_client, _kid_token(private, kid), caplog)
