@@ -6,7 +6,12 @@ import os
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "200"))
+# Every connection holds a slot, idle keep-alives included. Greenlets are cheap (a few KB), so
+# give each worker far more slots than it will ever have requests in flight: behind an ALB the
+# load balancer reuses a few connections per target; exposed directly, 1,000 slots per worker
+# outlast hundreds of idle clients (tests/api/test_live_stack.py). Requests beyond the DB pool
+# wait for a connection (pool_timeout), they do not take a slot from newcomers.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
 timeout = 30
 graceful_timeout = 20
 keepalive = 75  # above the ALB's 60 s idle timeout, so the ALB closes first

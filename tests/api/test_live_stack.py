@@ -162,3 +162,28 @@ def test_readiness_and_openapi_are_served(live):
     assert status == 200 and spec["openapi"].startswith("3.")
     assert {"/events", "/resource/{resource_id}"} <= set(spec["paths"])
     assert set(spec["components"]["schemas"]["Event"]["properties"]) == {"device_id", "payload"}
+
+
+def test_hundreds_of_idle_keep_alive_connections_do_not_lock_new_clients_out(live):
+    """Every gevent worker serves at most worker_connections connections, idle keep-alives
+    included: 450 idle clients used to take every slot of 2 workers x 200 (issue 9)."""
+    import socket
+
+    host, port = live["url"].removeprefix("http://").split(":")
+    idle = []
+    try:
+        for _ in range(450):
+            conn = socket.create_connection((host, int(port)), timeout=10)
+            idle.append(conn)
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            try:
+                answer = conn.recv(1024)
+            except TimeoutError:
+                raise AssertionError(f"connection {len(idle)} got no answer: the idle ones hold every slot") from None
+            assert answer.startswith(b"HTTP/1.1 200")  # answered, then held open and idle
+        began = time.monotonic()
+        status, _, _ = http("GET", f"{live['url']}/healthz")
+        assert status == 200 and time.monotonic() - began < 3
+    finally:
+        for conn in idle:
+            conn.close()
