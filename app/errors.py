@@ -21,7 +21,11 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> ResponseReturnValue:
         name = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, name, exc.description or exc.name or "error")
+        response, status = error_response(exc.code or 500, name, exc.description or exc.name or "error")
+        for header, value in exc.get_headers():  # e.g. a 405's Allow (RFC 9110), Retry-After
+            if header.lower() != "content-type":
+                response.headers[header] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> ResponseReturnValue:
