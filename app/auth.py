@@ -48,7 +48,8 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
         app.config["JWT_SECRET_KEY"] = None
     jwt.init_app(app)
     if settings.jwt_jwks_url and not settings.jwt_algorithm.startswith("HS"):
-        use_jwks(settings.jwt_jwks_url)
+        # PyJWKClient caches the key set (5 minutes) and fetches it again for an unknown kid
+        app.extensions["jwks_client"] = pyjwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, timeout=5)
 
     def unauthorized(message: str) -> Any:
         return error_response(401, "unauthorized", message)
@@ -62,34 +63,38 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
     jwt.revoked_token_loader(lambda header, payload: unauthorized("token has been revoked"))
     jwt.needs_fresh_token_loader(lambda header, payload: unauthorized("fresh token required"))
 
-    @jwt.token_verification_loader
-    def within_policy(header: dict[str, Any], claims: dict[str, Any]) -> bool:
-        """A token must expire, and not too far ahead: a stolen token is worth at most
-        JWT_MAX_TTL_SECONDS (measured from iat, or from now for a token without one)."""
-        expires = claims.get("exp")
-        if isinstance(expires, bool) or not isinstance(expires, int | float):
-            return False
-        issued = claims.get("iat")
-        start = issued if isinstance(issued, int | float) and not isinstance(issued, bool) else time.time()
-        return expires - start <= settings.jwt_max_ttl_seconds + settings.jwt_leeway_seconds
+    # The JWTManager is shared by every app of the process: its callbacks read the current app.
+    jwt.token_verification_loader(_within_policy)
+    jwt.decode_key_loader(_verification_key)
 
 
-def use_jwks(url: str) -> None:
-    """Verify RS* tokens with the identity provider's published keys, picked by the token's
-    ``kid``, as real providers rotate them. PyJWKClient caches the key set (5 minutes) and fetches
-    it again for a ``kid`` it does not know. A token without ``kid``, or with one the provider does
-    not publish, is a 401."""
-    client = pyjwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
+def _within_policy(header: dict[str, Any], claims: dict[str, Any]) -> bool:
+    """A token must expire, and not too far ahead: a stolen token is worth at most
+    JWT_MAX_TTL_SECONDS (measured from iat, or from now for a token without one)."""
+    settings = current_app.config["SETTINGS"]
+    expires = claims.get("exp")
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
+        return False
+    issued = claims.get("iat")
+    start = issued if isinstance(issued, int | float) and not isinstance(issued, bool) else time.time()
+    return expires - start <= settings.jwt_max_ttl_seconds + settings.jwt_leeway_seconds
 
-    @jwt.decode_key_loader
-    def key_for(header: dict[str, Any], payload: dict[str, Any]) -> Any:
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise pyjwt.InvalidTokenError("the token names no key (kid)")
-        try:
-            return client.get_signing_key(kid).key
-        except pyjwt.PyJWKClientError as exc:
-            raise pyjwt.InvalidTokenError(f"no usable key {kid!r} at the identity provider") from exc
+
+def _verification_key(header: dict[str, Any], claims: dict[str, Any]) -> Any:
+    """The HS secret or the RS public key; with ``JWT_JWKS_URL``, the identity provider's key
+    named by the token's ``kid``, as real providers rotate keys. A token without ``kid``, or with
+    one the provider does not publish, is a 401."""
+    settings = current_app.config["SETTINGS"]
+    client = current_app.extensions.get("jwks_client")
+    if client is None:
+        return settings.jwt_secret if settings.jwt_algorithm.startswith("HS") else settings.jwt_public_key
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise pyjwt.InvalidTokenError("the token names no key (kid)")
+    try:
+        return client.get_signing_key(kid).key
+    except pyjwt.PyJWKClientError as exc:
+        raise pyjwt.InvalidTokenError(f"no usable key {kid!r} at the identity provider") from exc
 
 
 def roles_required(*roles: str) -> Callable[[F], F]:
