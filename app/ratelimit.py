@@ -21,7 +21,6 @@ from app.errors import error_response
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
-limiter = Limiter(key_func=lambda: "not-used")  # no route-wide limits: see check_event_rate
 WARN_EVERY_S = 60.0
 _last_warning = 0.0
 
@@ -37,12 +36,15 @@ def configure_rate_limits(app: Flask, settings: Settings) -> None:
         RATELIMIT_KEY_PREFIX="ratelimit",  # its keys never meet resource:{id} or resource-fence:{id}
         RATELIMIT_HEADERS_ENABLED=False,  # the 429 carries Retry-After itself
     )
-    limiter.init_app(app)
+    # One Limiter per app (it keeps its storage on the instance); no route-wide limits, the key
+    # function is never used: see check_event_rate.
+    app.extensions["event_limiter"] = Limiter(key_func=lambda: "not-used", app=app)
     app.extensions["event_rate_limits"] = parse_many(settings.rate_limit_events)
 
 
 def check_event_rate(device_id: str, subject: str) -> Any | None:
     """A JSON 429 with ``Retry-After`` if this device or this token's subject posts too fast."""
+    limiter = current_app.extensions["event_limiter"]
     try:
         for item in current_app.extensions["event_rate_limits"]:
             for scope, value in (("device", device_id), ("subject", subject)):
