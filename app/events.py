@@ -44,7 +44,7 @@ def post_event() -> ResponseReturnValue:
     held = None
     raw_key = request.headers.get(idempotency.HEADER)
     if raw_key is not None:
-        outcome = idempotency.claim(services().redis, raw_key, subject, data, g.request_id)
+        outcome = idempotency.claim(services(), raw_key, subject, data, g.request_id)
         if not isinstance(outcome, idempotency.Claim):
             return outcome  # the first answer again, or why not
         held = outcome
@@ -60,7 +60,7 @@ def post_event() -> ResponseReturnValue:
         event["idempotency_key"] = held.hashed  # the worker stores a retry once even without Redis
     response, status = _enqueue(event)
     if held is not None:
-        idempotency.settle(services().redis, held, status=status, request_id=g.request_id)
+        idempotency.settle(services(), held, status=status, request_id=g.request_id)
     return response, status
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +25,7 @@ from typing import Any
 import redis
 
 from app.errors import error_response
-
-log = logging.getLogger(__name__)
+from app.services import Services
 
 HEADER = "Idempotency-Key"
 TTL_SECONDS = 24 * 3600
@@ -50,23 +48,28 @@ class Claim:
     redis_key: str | None
 
 
-def claim(client: redis.Redis, raw_key: str, subject: str, body: dict[str, Any], request_id: str) -> Claim | Any:
-    """Claim ``raw_key`` for this request, or return the response it must get instead."""
+def claim(svc: Services, raw_key: str, subject: str, body: dict[str, Any], request_id: str) -> Claim | Any:
+    """Claim ``raw_key`` for this request, or return the response it must get instead.
+
+    Redis goes through the API's breaker (``svc``): while it is down, no claim is made and the
+    worker dedupes."""
     if not _VALID.match(raw_key):
         return error_response(400, "bad_request", f"{HEADER} must be 1-128 letters, digits or ._:-")
     hashed = event_key(subject, raw_key)
     fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    if not svc.redis_available():
+        return Claim(hashed, fingerprint, None)
     redis_key = KEY_PREFIX + hashed
     pending = json.dumps({"state": "pending", "fingerprint": fingerprint, "request_id": request_id})
     try:
-        if client.set(redis_key, pending, nx=True, ex=PENDING_TTL_SECONDS):
+        if svc.redis.set(redis_key, pending, nx=True, ex=PENDING_TTL_SECONDS):
             return Claim(hashed, fingerprint, redis_key)
-        stored = json.loads(client.get(redis_key) or "null")
+        stored = json.loads(svc.redis.get(redis_key) or "null")
     except redis.RedisError as exc:
-        log.warning("idempotency keys unavailable (Redis); the worker dedupes", extra={"error": repr(exc)})
+        svc.redis_failed(exc)
         return Claim(hashed, fingerprint, None)
     if stored is None:  # expired between SET and GET: treat as new
-        return claim(client, raw_key, subject, body, request_id)
+        return claim(svc, raw_key, subject, body, request_id)
     if stored["fingerprint"] != fingerprint:
         return error_response(422, "idempotency_key_reused", f"this {HEADER} was used with another body")
     if stored["state"] == "pending":
@@ -77,15 +80,15 @@ def claim(client: redis.Redis, raw_key: str, subject: str, body: dict[str, Any],
     return response, status, {"Idempotent-Replayed": "true"}
 
 
-def settle(client: redis.Redis, held: Claim, *, status: int, request_id: str) -> None:
+def settle(svc: Services, held: Claim, *, status: int, request_id: str) -> None:
     """Store the answer (a 202) for 24 h, or release the claim (anything else) for a retry."""
     if held.redis_key is None:
         return
     try:
         if status == 202:
             answer = {"state": "done", "fingerprint": held.fingerprint, "status": status, "request_id": request_id}
-            client.set(held.redis_key, json.dumps(answer), ex=TTL_SECONDS)
+            svc.redis.set(held.redis_key, json.dumps(answer), ex=TTL_SECONDS)
         else:
-            client.delete(held.redis_key)
+            svc.redis.delete(held.redis_key)
     except redis.RedisError as exc:
-        log.warning("could not settle an idempotency key", extra={"error": repr(exc)})
+        svc.redis_failed(exc)  # a pending claim frees itself after PENDING_TTL_SECONDS

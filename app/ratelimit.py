@@ -3,12 +3,12 @@
 flask-limiter supplies the storage (Redis, ``REDIS_URL``) and the moving-window strategy. The
 check runs inside the view rather than as a route decorator, because the device id is known only
 once the body is validated and the subject only once the token is verified. If Redis is down the
-limit fails open (serving events matters more than limiting them), with one warning per minute.
+limit fails open (serving events matters more than limiting them), through the API's Redis
+breaker (:meth:`app.services.Services.redis_failed`): one warning, then Redis is skipped a while.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from typing import Any
@@ -18,11 +18,8 @@ from flask_limiter import Limiter
 from limits import parse_many
 
 from app.errors import error_response
+from app.services import services
 from core.settings import Settings
-
-log = logging.getLogger(__name__)
-WARN_EVERY_S = 60.0
-_last_warning = 0.0
 
 
 def configure_rate_limits(app: Flask, settings: Settings) -> None:
@@ -44,6 +41,9 @@ def configure_rate_limits(app: Flask, settings: Settings) -> None:
 
 def check_event_rate(device_id: str, subject: str) -> Any | None:
     """A JSON 429 with ``Retry-After`` if this device or this token's subject posts too fast."""
+    svc = services()
+    if not svc.redis_available():
+        return None  # Redis failed a moment ago: fail open without paying its timeout again
     limiter = current_app.extensions["event_limiter"]
     try:
         for item in current_app.extensions["event_rate_limits"]:
@@ -55,14 +55,6 @@ def check_event_rate(device_id: str, subject: str) -> Any | None:
                     )
                     response.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
                     return response, status
-    except Exception as exc:  # Redis down or slow: fail open
-        _warn(exc)
+    except Exception as exc:  # Redis down or slow (limits raises the client's errors): fail open
+        svc.redis_failed(exc)
     return None
-
-
-def _warn(exc: Exception) -> None:
-    global _last_warning
-    now = time.monotonic()
-    if now - _last_warning >= WARN_EVERY_S:
-        _last_warning = now
-        log.warning("rate limits unavailable (Redis); letting events through", extra={"error": repr(exc)})

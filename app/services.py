@@ -38,13 +38,18 @@ class Services:
         return self.clients.resource_cache
 
     def redis_available(self) -> bool:
-        """False for a few seconds after a Redis failure, so reads go straight to PostgreSQL
-        instead of each paying the connection timeout."""
+        """False for a few seconds after a Redis failure, so requests skip Redis (reads go to
+        PostgreSQL, rate limits and idempotency keys let events through) instead of each paying
+        the connection timeout."""
         return time.monotonic() >= self._redis_down_until
 
     def redis_failed(self, exc: Exception) -> None:
         if self.redis_available():
-            log.warning("redis unavailable; serving from PostgreSQL", extra={"error": str(exc)})
+            log.warning(
+                "redis unavailable; skipping it for a few seconds (reads from PostgreSQL, rate limits and "
+                "idempotency keys open)",
+                extra={"error": str(exc)},
+            )
         self._redis_down_until = time.monotonic() + self.redis_retry_after_s
 
 
