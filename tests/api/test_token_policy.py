@@ -187,3 +187,38 @@ def test_jwks_keys_are_chosen_by_kid(jwks_client, rsa_keys):
 def test_a_token_without_a_kid_or_with_an_unknown_one_is_a_json_401(jwks_client, rsa_keys, caplog, kid):
     (private, _), _ = rsa_keys
     _assert_401_and_unlogged(jwks_client, _kid_token(private, kid), caplog)
+
+
+def test_a_request_decodes_its_token_once(client, monkeypatch):
+    """flask-jwt-extended alone decodes twice (an unverified pass for the key loader): the
+    SingleDecodeJWTManager picks the key from the header and verifies once."""
+    decodes = []
+    original = pyjwt.api_jwt.PyJWT.decode_complete
+
+    def counting(self, *args, **kwargs):
+        decodes.append(kwargs.get("options"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pyjwt.api_jwt.PyJWT, "decode_complete", counting)
+    headers = {"Authorization": f"Bearer {_hs()}", "Content-Type": "application/json"}
+    assert client.post("/events", data=NOT_JSON_EVENT, headers=headers).status_code == 400  # authenticated
+    assert len(decodes) == 1
+
+
+def test_an_expired_token_still_names_its_cause(client):
+    now = int(time.time())
+    token = _hs(iat=now - 4000, exp=now - 3600)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    response = client.post("/events", data=NOT_JSON_EVENT, headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["message"] == "token has expired"
+
+
+def test_an_unexpected_flask_jwt_extended_version_fails_loudly(monkeypatch):
+    import flask_jwt_extended
+
+    from app import jwt_manager
+
+    monkeypatch.setattr(flask_jwt_extended, "__version__", "9.9.9")
+    with pytest.raises(jwt_manager.JWTInternalsError, match=r"9\.9\.9"):
+        jwt_manager.check_internals()
