@@ -36,7 +36,7 @@ STOPSIGNAL SIGTERM
 CMD ["python", "worker.py", "run"]
 
 FROM runtime AS api
-ENV PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus BIND=0.0.0.0:8000
+ENV PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus BIND=0.0.0.0:8000 GUNICORN_CONTROL_SOCKET=/tmp/gunicorn.ctl
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]

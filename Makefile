@@ -31,7 +31,17 @@ $(ACTIONLINT):
 	@command -v go >/dev/null || { echo "make: installing Go for actionlint"; sudo -n true 2>/dev/null && S=sudo; $$S apt-get install -y -qq golang-go >/dev/null; }
 	GOTOOLCHAIN=auto GOBIN=$(CURDIR)/.stack/bin go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
 
-tools: $(ACTIONLINT)
+# Compose v2 (validates docker-compose.yml in `make test`), built from its Go module the same way
+COMPOSE := .stack/bin/docker-compose
+COMPOSE_MODULE := github.com/docker/compose/v2@v2.40.3
+$(COMPOSE):
+	@command -v go >/dev/null || { echo "make: installing Go for docker-compose"; sudo -n true 2>/dev/null && S=sudo; $$S apt-get install -y -qq golang-go >/dev/null; }
+	@set -e; src=$$(GOTOOLCHAIN=auto GOFLAGS=-mod=mod go mod download -json $(COMPOSE_MODULE) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	  work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; cp -r "$$src/." "$$work"; chmod -R u+w "$$work"; \
+	  echo "make: building docker-compose from $(COMPOSE_MODULE)"; \
+	  cd "$$work" && GOTOOLCHAIN=auto CGO_ENABLED=0 go build -trimpath -o "$(CURDIR)/$(COMPOSE)" ./cmd
+
+tools: $(ACTIONLINT) $(COMPOSE)
 
 up: venv
 	scripts/stack up
@@ -48,8 +58,8 @@ migrate: up
 run: up migrate
 	scripts/run
 
-test: up
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: up $(COMPOSE)
+	DOCKER_COMPOSE=$(CURDIR)/$(COMPOSE) $(PY) -m pytest $(PYTEST_ARGS)
 
 # No server: every address points at a closed port, so a test that needs one fails here
 # instead of passing because a stack happens to run.

@@ -1,14 +1,16 @@
 """Static checks of what ships: Dockerfile, docker-compose.yml, GitHub workflows, ECS definitions.
 
-No Docker engine runs here, so compose is checked by parsing it (and with `docker compose
-config` where the plugin exists); workflows by actionlint (in `make lint`); task definitions against the settings
-the code actually reads.
+No Docker engine runs here, so compose is checked by parsing it and by Compose v2 itself
+(`make test` builds it from its Go module); workflows by actionlint (in `make lint`); task
+definitions against the settings the code actually reads.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import runpy
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,7 +24,10 @@ from core.settings import ENV_VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # read by gunicorn.conf.py / prometheus_client / boto3 rather than by Settings
-PROCESS_VARIABLES = {"WEB_CONCURRENCY", "WORKER_CONNECTIONS", "BIND", "PROMETHEUS_MULTIPROC_DIR"}
+PROCESS_VARIABLES = {
+    "WEB_CONCURRENCY", "WORKER_CONNECTIONS", "BIND", "PROMETHEUS_MULTIPROC_DIR",
+    "HEADER_TIMEOUT", "GUNICORN_CONTROL_SOCKET",
+}  # fmt: skip
 SECRET_VARIABLES = {"POSTGRES_PASSWORD", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "JWT_SECRET"}
 
 
@@ -36,9 +41,22 @@ def test_compose_runs_the_documented_services_on_the_documented_ports(compose):
     assert {"postgres", "redis", "kafka", "kafka-ui", "api", "worker"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert "KAFKA_PROCESS_ROLES" in services["kafka"]["environment"]  # KRaft, no ZooKeeper
-    published = {name: {p.split(":")[0] for p in svc.get("ports", [])} for name, svc in services.items()}
+    published = {name: {p.rsplit(":", 2)[1] for p in svc.get("ports", [])} for name, svc in services.items()}
     assert published["api"] == {"8000"} and published["kafka-ui"] == {"8080"}
     assert published["postgres"] == {"5432"} and published["redis"] == {"6379"} and published["kafka"] == {"9092"}
+
+
+def test_compose_publishes_ports_on_loopback_only_and_kafka_ui_needs_a_login(compose):
+    """The development JWT secret is public and none of these services has a real password:
+    nothing is published beyond this machine, and Kafka UI (which can read and write every
+    topic) starts only on request, behind a login form."""
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name} publishes {port!r}"
+    ui = compose["services"]["kafka-ui"]
+    assert ui["profiles"] == ["ui"]
+    assert ui["environment"]["AUTH_TYPE"] == "LOGIN_FORM"
+    assert ui["environment"]["SPRING_SECURITY_USER_PASSWORD"] is None  # from the shell, or generated
 
 
 def test_every_long_running_service_has_a_healthcheck_and_waits_for_healthy_dependencies(compose):
@@ -64,11 +82,24 @@ def test_compose_uses_only_variables_the_code_reads(compose):
     assert compose["services"]["api"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
 
 
-def test_docker_compose_config_accepts_the_file_when_the_plugin_exists():
+def _compose_command() -> list[str] | None:
+    """Compose v2: the one `make test` builds from its Go module (DOCKER_COMPOSE), else a docker CLI plugin."""
+    if os.environ.get("DOCKER_COMPOSE"):
+        return [os.environ["DOCKER_COMPOSE"]]
     docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("docker compose plugin not installed (the YAML checks above still ran)")
-    subprocess.run([docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], check=True)
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    return None
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "ui"]])
+def test_compose_v2_accepts_the_file(profile):
+    command = _compose_command()
+    if command is None:
+        pytest.skip("no Compose v2 here: `make test` builds one (DOCKER_COMPOSE); the YAML checks above still ran")
+    result = subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), *profile, "config", "-q"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_dockerfile_builds_small_non_root_images_for_both_services():
@@ -78,10 +109,8 @@ def test_the_dockerfile_builds_small_non_root_images_for_both_services():
     assert stages[0][0] == stages[1][0] == "python:3.11-slim"
     assert "USER app" in text and "PYTHONUNBUFFERED=1" in text
     assert "HEALTHCHECK" in text and "/healthz" in text
-    assert (
-        "gunicorn -c gunicorn.conf.py wsgi:app" in text
-        and 'worker_class = "gevent"' in (ROOT / "gunicorn.conf.py").read_text()
-    )
+    worker_class = 'worker_class = "core.gunicorn_worker.HeaderDeadlineGeventWorker"'
+    assert "gunicorn -c gunicorn.conf.py wsgi:app" in text and worker_class in (ROOT / "gunicorn.conf.py").read_text()
     assert '"python", "worker.py", "run"' in text
     # psycogreen (pinned in requirements.txt) has no wheel: a wheel-only install fails for everyone
     installs = [line for line in text.splitlines() if line.startswith("RUN") and "pip install" in line]
@@ -163,3 +192,10 @@ def test_scaling_policies_track_alb_requests_and_the_published_lag_metric():
     environment = {e["name"]: e["value"] for e in publisher["environment"]}
     assert environment["CLOUDWATCH_NAMESPACE"] == DEFAULT_NAMESPACE
     assert environment["KAFKA_CONSUMER_GROUP"] == published["Dimensions"][0]["Value"]
+
+
+def test_gunicorn_binds_loopback_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv("BIND", raising=False)
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["bind"] == "127.0.0.1:8000"
+    monkeypatch.setenv("BIND", "0.0.0.0:8000")
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["bind"] == "0.0.0.0:8000"

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
+import psycopg2
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from sqlalchemy import text
 
 from broker.brokers.kafka import client_options
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.stack
 
@@ -72,3 +79,27 @@ def test_every_postgresql_connection_carries_the_configured_timeouts(db_engine, 
     assert lock == f"{settings.db_lock_timeout_ms // 1000}s"
     assert client["keepalives"] == "1" and client["keepalives_idle"] == str(settings.db_keepalives_idle_seconds)
     assert client["connect_timeout"] == str(settings.db_connect_timeout_seconds)
+
+
+def _postgres_socket_dir() -> Path:
+    out = subprocess.run([str(ROOT / "scripts" / "stack"), "env"], capture_output=True, text=True, check=True).stdout
+    return Path(next(line.rsplit(": ", 1)[1] for line in out.splitlines() if "unix socket folder" in line))
+
+
+def test_local_postgresql_accepts_only_password_logins_through_a_private_socket_folder(settings):
+    """Issue 14, item 4: before, the socket took `trust` logins and any local OS user could reach
+    it, so anyone on the machine was the superuser."""
+    folder = _postgres_socket_dir()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for host in (str(folder), settings.postgres_host):  # the socket, then loopback TCP
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(host=host, port=settings.postgres_port, user="postgres", dbname="postgres",
+                             password="", connect_timeout=5)  # fmt: skip
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(host=host, port=settings.postgres_port, user=settings.postgres_user,
+                             dbname=settings.postgres_db, password="wrong", connect_timeout=5)  # fmt: skip
+    app_login = {"user": settings.postgres_user, "dbname": settings.postgres_db, "password": settings.postgres_password}
+    psycopg2.connect(host=settings.postgres_host, port=settings.postgres_port, connect_timeout=5, **app_login).close()
+    if os.getuid() == 0 and shutil.which("runuser"):  # another OS user cannot even reach the socket
+        other = subprocess.run(["runuser", "-u", "nobody", "--", "test", "-x", str(folder)])
+        assert other.returncode != 0

@@ -1,0 +1,152 @@
+"""The API's gunicorn worker, run for real (issue 14, item 6): slow clients cannot lock others out,
+the errors gunicorn answers itself are JSON, and each instance has its own control socket.
+
+Each test starts gunicorn with ``gunicorn.conf.py``; only ``/healthz`` is requested, which needs
+no server, but the processes make the module slow, so it is in the stack tier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, free_port, wait_for
+
+pytestmark = pytest.mark.stack
+
+HEAD = b"GET /healthz HTTP/1.1\r\nHost: api\r\n"
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, **env: str) -> Iterator[int]:
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CONTROL_SOCKET")}
+    environ.update({"APP_ENV": "development", "JWT_SECRET": "local-dev-secret", "WEB_CONCURRENCY": "2",
+                    "BIND": f"127.0.0.1:{port}", "STACK_DIR": str(tmp_path), **env})  # fmt: skip
+    log = open(tmp_path / f"gunicorn-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+                            cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: _status(port) == 200, timeout=30, message="gunicorn answers /healthz")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(data)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        return answer
+
+
+def _read_response(conn: socket.socket) -> bytes:
+    """One whole response (head and Content-Length body) from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536) or b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:])
+    length = int(next(value for name, value in fields.items() if name.lower() == b"content-length"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def _status(port: int) -> int | None:
+    try:
+        answer = _exchange(port, HEAD + b"Connection: close\r\n\r\n", timeout=2)
+    except OSError:
+        return None
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+
+
+def test_slowloris_connections_do_not_lock_new_clients_out(tmp_path):
+    """450 clients that drip their headers, against fewer slots than that (2 workers x 150): each
+    is cut HEADER_TIMEOUT after it started, so a newcomer is answered within 3 s. Before, each
+    held its slot for the keep-alive timeout (75 s) and every newcomer waited for it."""
+    with gunicorn(tmp_path, WORKER_CONNECTIONS="150", HEADER_TIMEOUT="2") as port:
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(450)]
+        stop = threading.Event()
+
+        def drip() -> None:  # one more header line per connection every second, never the end
+            while not stop.wait(1.0):
+                for conn in slow:
+                    try:
+                        conn.sendall(b"X-Slow: 1\r\n")
+                    except OSError:
+                        pass
+
+        for conn in slow:
+            conn.sendall(HEAD)
+        dripper = threading.Thread(target=drip, daemon=True)
+        dripper.start()
+        try:
+            started = time.monotonic()
+            answer = _exchange(port, HEAD + b"Connection: close\r\n\r\n", timeout=10)
+            waited = time.monotonic() - started
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:60]
+            assert waited < 3.0, f"a new client waited {waited:.1f}s"
+        finally:
+            stop.set()
+            dripper.join()
+            for conn in slow:
+                conn.close()
+
+
+def test_an_idle_keep_alive_connection_outlives_the_header_deadline(tmp_path):
+    """The deadline is on a request's head, not on the idle wait between requests (which stays at
+    the keep-alive timeout, above the load balancer's)."""
+    with gunicorn(tmp_path, HEADER_TIMEOUT="1") as port, socket.create_connection(("127.0.0.1", port), 10) as conn:
+        conn.sendall(HEAD + b"\r\n")
+        assert _read_response(conn).startswith(b"HTTP/1.1 200")
+        time.sleep(2.0)  # idle for twice HEADER_TIMEOUT: the very thing under test
+        conn.sendall(HEAD + b"\r\n")
+        assert _read_response(conn).startswith(b"HTTP/1.1 200")
+
+
+BAD_REQUESTS = {
+    "header without a colon": (HEAD + b"Bad Header\r\n\r\n", 400),
+    "request line too long": (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: api\r\n\r\n", 414),
+    "too many headers": (HEAD + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", 431),
+    "invalid method": (b"get\x01 / HTTP/1.1\r\n\r\n", 400),
+}
+
+
+@pytest.fixture(scope="module")
+def api_port(tmp_path_factory) -> Iterator[int]:
+    with gunicorn(tmp_path_factory.mktemp("gunicorn")) as port:
+        yield port
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_errors_gunicorn_answers_itself_are_json(api_port, case):
+    data, status = BAD_REQUESTS[case]
+    head, _, body = _exchange(api_port, data).partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"Content-Type: application/json" in head
+    error = json.loads(body)
+    assert set(error) == {"error", "message"} and error["error"] and error["message"]
+
+
+def test_each_instance_has_its_own_control_socket(tmp_path):
+    with gunicorn(tmp_path) as first:
+        first_socket = tmp_path / "run" / f"gunicorn-127.0.0.1-{first}.ctl"
+        with gunicorn(tmp_path) as second:
+            second_socket = tmp_path / "run" / f"gunicorn-127.0.0.1-{second}.ctl"
+            wait_for(lambda: first_socket.is_socket() and second_socket.is_socket(), timeout=10)
+        assert first_socket.is_socket(), "stopping one instance removed another's control socket"
