@@ -38,6 +38,7 @@ CMD ["python", "worker.py", "run"]
 FROM runtime AS api
 ENV PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus BIND=0.0.0.0:8000 GUNICORN_CONTROL_SOCKET=/tmp/gunicorn.ctl
 EXPOSE 8000
+# the port gunicorn listens on (BIND), asked on loopback
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
+  CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ['BIND'].rsplit(':', 1)[1]; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2).status != 200)"]
 CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec gunicorn -c gunicorn.conf.py wsgi:app"]
