@@ -15,7 +15,7 @@ from app.metrics import CACHE
 from app.schemas import ID_PATTERN
 from app.services import services
 from core.cache import cache_key
-from core.resources import get_resource
+from core.resources import ResourceRecord, get_resource
 
 blueprint = Blueprint("resources", __name__)
 _valid_id = re.compile(ID_PATTERN).match
@@ -44,12 +44,17 @@ def read_resource(resource_id: str) -> ResponseReturnValue:
         if use_cache:
             CACHE.labels("miss").inc()
 
-    record = get_resource(svc.engine, resource_id)
+    def load() -> ResourceRecord | None:
+        record = get_resource(svc.engine, resource_id)
+        if record is not None and use_cache:
+            try:
+                svc.resource_cache.fill(record)  # versioned: never puts back a version older than the fence
+            except redis.RedisError as exc:
+                svc.redis_failed(exc)
+        return record
+
+    # requests that miss the same id together share one read (an expired entry under load)
+    record, _ = svc.resource_loads.do(resource_id, load)
     if record is None:
         return error_response(404, "not_found", f"no resource {resource_id!r}")
-    if use_cache:
-        try:
-            svc.resource_cache.fill(record)  # versioned: never puts back a version older than the fence
-        except redis.RedisError as exc:
-            svc.redis_failed(exc)
     return record.to_json(), 200, {"X-Cache": "MISS"}

@@ -14,6 +14,8 @@ from flask import current_app
 from sqlalchemy import Engine
 
 from core.cache import ResourceCache
+from core.resources import ResourceRecord
+from core.singleflight import SingleFlight
 from core.wiring import Clients
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ class Services:
     clients: Clients
     redis_retry_after_s: float = 5.0
     _redis_down_until: float = field(default=0.0)
+    # cache misses: one PostgreSQL read (and cache fill) per resource id at a time in this process
+    resource_loads: SingleFlight[ResourceRecord | None] = field(default_factory=SingleFlight)
 
     @property
     def engine(self) -> Engine:

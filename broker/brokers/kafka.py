@@ -88,7 +88,9 @@ class KafkaBroker(Broker):
       bootstrap_servers, security_protocol, sasl_mechanism, sasl_username, sasl_password,
       ssl_cafile, client_id: how to reach and authenticate to the cluster.
       send_timeout_ms: the longest any send waits for an acknowledgement (``acks="all"``).
-      linger_ms: how long the producer waits to fill a batch.
+      linger_ms: how long the producer waits to fill a batch. 0 (the default): a lone send goes
+        out at once instead of waiting; under load batches still form on their own, as records
+        pile up while the one request per connection is in flight.
       producer_options, consumer_options: extra kafka-python settings.
     """
 
@@ -105,7 +107,7 @@ class KafkaBroker(Broker):
         middleware: Sequence[Middleware] | None = None,
         dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC,
         send_timeout_ms: int = 5000,
-        linger_ms: int = 5,
+        linger_ms: int = 0,
         producer_options: dict[str, Any] | None = None,
         consumer_options: dict[str, Any] | None = None,
     ) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from core.cache import cache_key, fence_key
 from core.resources import get_resource
 from tasks import process_event
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -134,3 +135,40 @@ def test_an_id_ending_in_version_never_touches_another_devices_cache_keys(
             conn.execute(text("DELETE FROM events WHERE device_id = :d"), {"d": twin})
             conn.execute(text("DELETE FROM resources WHERE id = :d"), {"d": twin})
         redis_client.delete(cache_key(twin), fence_key(twin))
+
+
+def test_readers_that_miss_the_same_id_together_share_one_database_read(
+    task_runtime, app, device_id, make_token, monkeypatch
+):
+    """Issue 10, P3: an entry that expires under load sent every request in flight for it to
+    PostgreSQL (32-35 reads for 16 ids); now the first loads and the others wait for its row."""
+    import app.resources as resources
+
+    process_event(make_event(device_id, T0, temp_c=21.5))  # stored, not cached
+    with app.app_context():
+        flight = resources.services().resource_loads  # per app (per gunicorn worker)
+    release, reads = threading.Event(), []
+    real_read = resources.get_resource
+
+    def slow_read(engine, resource_id):
+        reads.append(resource_id)
+        release.wait(10)  # hold the first read until every other reader has arrived
+        return real_read(engine, resource_id)
+
+    monkeypatch.setattr(resources, "get_resource", slow_read)
+    headers = {"Authorization": f"Bearer {make_token(roles=('user',))}"}
+    answers: list = []
+
+    def read() -> None:
+        response = app.test_client().get(f"/resource/{device_id}", headers=headers)
+        answers.append((response.status_code, response.headers["X-Cache"], response.get_json()["payload"]))
+
+    readers = [threading.Thread(target=read) for _ in range(24)]
+    for reader in readers:
+        reader.start()
+    wait_for(lambda: flight.waiters(device_id) == 23, timeout=10, message="23 readers wait for the first read")
+    release.set()
+    for reader in readers:
+        reader.join()
+    assert reads == [device_id]
+    assert answers == [(200, "MISS", {"temp_c": 21.5})] * 24
