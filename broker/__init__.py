@@ -11,7 +11,7 @@
 This package imports nothing from the application (no Flask, no ``app``, no ``tasks``).
 """
 
-from broker.actor import Actor, actor
+from broker.actor import Actor, Call, actor
 from broker.broker import Broker, SendFuture, get_broker, set_broker
 from broker.brokers.kafka import KafkaBroker
 from broker.brokers.stub import StubBroker
@@ -38,6 +38,7 @@ __all__ = [
     "Broker",
     "BrokerError",
     "BrokerUnavailable",
+    "Call",
     "DecodeError",
     "DuplicateActor",
     "EncodeError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
 from broker.broker import Broker, SendFuture, _global_broker_or_none, _register_global_actor, get_broker
 from broker.message import Message
@@ -16,6 +16,16 @@ R = TypeVar("R")
 DEFAULT_TOPIC = "default"
 _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _BUILTIN_OPTIONS = frozenset().union(*(m.actor_options for m in default_middleware)) | {"key"}
+
+
+class Call(NamedTuple):
+    """One message's arguments, as a batch function receives them."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+BatchFn = Callable[[list[Call]], Any]
 
 
 class Actor(Generic[P, R]):
@@ -32,8 +42,30 @@ class Actor(Generic[P, R]):
         self.topic = topic
         self.options = options
         self._broker = broker
+        self.batch_fn: BatchFn | None = None
+        self.batch_size = 0
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+
+    def batched(self, max_size: int = 500) -> Callable[[BatchFn], BatchFn]:
+        """Register a batch form of this actor: ``fn(calls: list[Call])`` does the work of all
+        ``calls`` at once (one transaction, one round trip) or raises.
+
+        The worker hands it the ready messages of this actor, at most ``max_size``, each the head
+        of a different key (so per-key order holds), first deliveries only. If it returns, every
+        one of them is done; if it raises, it must have changed nothing (roll back), and each
+        message then runs alone through the ordinary function with its own retries and dead
+        letter: one bad record never fails its neighbours. The ordinary function stays the
+        reference; the batch form must have the same effect as calling it once per message.
+        """
+        if max_size < 2:
+            raise ValueError(f"actor {self.actor_name!r}: a batch holds at least 2 messages")
+
+        def register(fn: BatchFn) -> BatchFn:
+            self.batch_fn, self.batch_size = fn, max_size
+            return fn
+
+        return register
 
     @property
     def broker(self) -> Broker:

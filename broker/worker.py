@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker import transient
+from broker.actor import Call
 from broker.broker import REASON_FAILED, REASON_UNDECODABLE, REASON_UNKNOWN_ACTOR, REASON_WORKER_ERROR, Broker
 from broker.consumer import Consumer, Record, TopicPartition
 from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, Interrupt
@@ -342,8 +343,107 @@ class Worker:
             work = self._ready.get()
             if work is _STOP:
                 return
-            while work is not None:
-                work = self._process(work)
+            batch, alone = self._gather_batch(work)
+            if batch:
+                alone = self._process_batch(batch) + alone
+            for work in alone:
+                while work is not None:
+                    work = self._process(work)
+
+    # ------------------------------------------------------------ batches
+
+    def _batch_actor(self, work: _Work) -> Any:
+        """The actor of ``work`` if it has a batch form and this is a first delivery, else None.
+
+        Decodes the record (once: the proxy is kept); anything odd is left to :meth:`_process`."""
+        if work.proxy is None:
+            try:
+                message = Message.decode(work.record.value)
+                actor = self.broker.get_actor(message.actor_name)
+            except (DecodeError, ActorNotFound):
+                return None
+            work.proxy = MessageProxy(message, work.record)
+        else:
+            actor = self.broker.get_actor(work.proxy.actor_name)
+            if work.proxy.attempt > 1 or work.proxy.dependency_failures:
+                return None  # a retry keeps its own backoff and attempt count
+        return actor if getattr(actor, "batch_fn", None) is not None else None
+
+    def _gather_batch(self, first: _Work) -> tuple[list[_Work], list[_Work]]:
+        """``first`` and the ready records of the same batch-capable actor waiting behind it.
+
+        Every record in the ready queue is the head of its key (the next one of a key is queued
+        only once its predecessor finished), so a batch never holds two records of one key.
+        Returns (batch, records to run one by one)."""
+        actor = self._batch_actor(first)
+        if actor is None:
+            return [], [first]
+        batch, alone = [first], []
+        while len(batch) < actor.batch_size:
+            try:
+                work = self._ready.get_nowait()
+            except queue.Empty:
+                break
+            if work is _STOP:
+                self._ready.put(_STOP)  # for this thread's next turn
+                break
+            if self._batch_actor(work) is actor:
+                batch.append(work)
+            else:
+                alone.append(work)
+        if len(batch) == 1:
+            return [], batch + alone
+        return batch, alone
+
+    def _process_batch(self, batch: list[_Work]) -> list[_Work]:
+        """Run ``batch`` with its actor's batch function. On success each record is finished and
+        the next record of its key is queued; if the batch fails, nothing of it was stored and its
+        records are returned to run one by one (each with its own retries and dead letter)."""
+        with self._lock:
+            if self._draining:
+                return []  # not started, not committed: redelivered later
+            batch = [w for w in batch if not w.state.revoked]
+            for work in batch:
+                work.state.in_flight += 1
+                self._in_flight += 1
+        if not batch:
+            return []
+        broker = self.broker
+        proxies = [w.proxy for w in batch]
+        actor = broker.get_actor(proxies[0].actor_name)  # type: ignore[union-attr]
+        started: list[MessageProxy] = []
+        failure: BaseException | None = None
+        try:
+            for proxy in proxies:
+                broker.emit_before("process_message", proxy)
+                started.append(proxy)  # type: ignore[arg-type]
+            actor.batch_fn([Call(p.message.args, p.message.kwargs) for p in proxies])  # type: ignore[union-attr]
+        except (Exception, Interrupt) as exc:
+            failure = exc
+        if failure is None:
+            try:
+                for proxy in started:
+                    broker.emit_after("process_message", proxy, result=None, exception=None)
+            except Interrupt:
+                pass  # the limit fired after the batch returned; its outcome stands
+        else:
+            for proxy in started:
+                broker.emit_after("skip_message", proxy)
+            log.info(
+                "a batch failed; running its messages one by one",
+                extra={"actor": actor.actor_name, "messages": len(batch), "error": type(failure).__name__},
+            )
+        with self._changed:
+            for work in batch:
+                work.state.in_flight -= 1
+                self._in_flight -= 1
+                if failure is None:
+                    work.state.finish(work.record.offset)
+                    following = self._next_for_key(work.state, work.record.key)
+                    if following is not None:
+                        self._ready.put(following)
+            self._changed.notify_all()
+        return list(batch) if failure is not None else []
 
     def _process(self, work: _Work) -> _Work | None:
         """Run one delivery; return the next record of the same key, if it may run now."""

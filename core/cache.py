@@ -85,3 +85,13 @@ class ResourceCache:
         """After the worker committed ``record``: fence out older versions and drop the entry."""
         key = cache_key(record.id)
         self._invalidate(keys=[key, fence_key(record.id)], args=[record.version, self.fence_ttl])
+
+    def invalidate_many(self, records: list[ResourceRecord]) -> None:
+        """:meth:`invalidate` for many records in one round trip (a pipeline)."""
+        if not records:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for record in records:
+                self._invalidate(keys=[cache_key(record.id), fence_key(record.id)],
+                                 args=[record.version, self.fence_ttl], client=pipe)  # fmt: skip
+            pipe.execute()

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg2.extras import execute_values
 from sqlalchemy import Engine, text
 
 # One statement each; both run in one transaction in apply_event.
@@ -77,14 +78,7 @@ def apply_event(engine: Engine, event: dict[str, Any]) -> ApplyResult:
     ``Idempotency-Key``) whose key is already stored is a retry that got a new ``request_id``
     (when Redis could not dedupe it at the API): it changes nothing either.
     """
-    params = {
-        "id": event["device_id"],
-        "payload": json.dumps(event["payload"]),
-        "event_at": event["received_at"],
-        "request_id": event["request_id"],
-        "user_id": event.get("user_id"),
-        "idempotency_key": event.get("idempotency_key"),
-    }
+    params = _params(event)
     with engine.begin() as conn:
         if params["idempotency_key"] is not None and conn.execute(_RETRY_STORED, params).first():
             row = conn.execute(_SELECT_RESOURCE, params).one_or_none()
@@ -95,6 +89,83 @@ def apply_event(engine: Engine, event: dict[str, Any]) -> ApplyResult:
         if not applied:
             row = conn.execute(_SELECT_RESOURCE, params).one_or_none()
     return ApplyResult(applied=applied, record=ResourceRecord.from_row(row) if row is not None else None)
+
+
+# The same statements for many events at once (psycopg2's execute_values fills the VALUES list).
+_UPSERT_RESOURCES = """
+    INSERT INTO resources (id, payload, version, event_at, event_request_id, updated_at) VALUES %s
+    ON CONFLICT (id) DO UPDATE
+       SET payload = EXCLUDED.payload,
+           version = resources.version + 1,
+           event_at = EXCLUDED.event_at,
+           event_request_id = EXCLUDED.event_request_id,
+           updated_at = now()
+     WHERE (resources.event_at, resources.event_request_id) < (EXCLUDED.event_at, EXCLUDED.event_request_id)
+    RETURNING id, payload, version, updated_at
+"""
+_UPSERT_RESOURCES_ROW = "(%s, CAST(%s AS jsonb), 1, %s, %s, now())"
+_INSERT_EVENTS = """
+    INSERT INTO events (request_id, device_id, user_id, payload, received_at, applied, idempotency_key) VALUES %s
+    ON CONFLICT (request_id) DO NOTHING
+"""
+_INSERT_EVENTS_ROW = "(%s, %s, %s, CAST(%s AS jsonb), %s, %s, %s)"
+
+
+def _params(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": event["device_id"],
+        "payload": json.dumps(event["payload"]),
+        "event_at": event["received_at"],
+        "request_id": event["request_id"],
+        "user_id": event.get("user_id"),
+        "idempotency_key": event.get("idempotency_key"),
+    }
+
+
+def apply_events(engine: Engine, events: list[dict[str, Any]]) -> list[ApplyResult]:
+    """:func:`apply_event` for events of distinct devices, in one transaction of four statements.
+
+    The worker's batch form of ``process_event``: one round trip per statement instead of three
+    per event. Same effect as applying the events one by one, in any order (they touch different
+    resources). All or nothing: on any error the transaction rolls back and the caller applies
+    the events singly. Raises ``ValueError`` if two events share a device.
+    """
+    params = [_params(event) for event in events]
+    ids = [p["id"] for p in params]
+    if len(set(ids)) != len(ids):
+        raise ValueError("apply_events takes at most one event per device")
+    with engine.begin() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        keys = [p["idempotency_key"] for p in params if p["idempotency_key"] is not None]
+        retried: set[str] = set()
+        if keys:
+            cursor.execute("SELECT idempotency_key FROM events WHERE idempotency_key = ANY(%s)", (keys,))
+            retried = {row[0] for row in cursor.fetchall()}
+        fresh = [p for p in params if p["idempotency_key"] is None or p["idempotency_key"] not in retried]
+        applied: dict[str, Any] = {}
+        if fresh:
+            rows = execute_values(
+                cursor, _UPSERT_RESOURCES, [(p["id"], p["payload"], p["event_at"], p["request_id"]) for p in fresh],
+                template=_UPSERT_RESOURCES_ROW, page_size=len(fresh), fetch=True,
+            )  # fmt: skip
+            applied = {row[0]: row for row in rows}
+            execute_values(
+                cursor, _INSERT_EVENTS,
+                [(p["request_id"], p["id"], p["user_id"], p["payload"], p["event_at"], p["id"] in applied,
+                  p["idempotency_key"]) for p in fresh],
+                template=_INSERT_EVENTS_ROW, page_size=len(fresh),
+            )  # fmt: skip
+        current: dict[str, Any] = {}
+        unchanged = [i for i in ids if i not in applied]
+        if unchanged:
+            cursor.execute("SELECT id, payload, version, updated_at FROM resources WHERE id = ANY(%s)", (unchanged,))
+            current = {row[0]: row for row in cursor.fetchall()}
+    results = []
+    for resource_id in ids:
+        row = applied.get(resource_id) or current.get(resource_id)
+        record = ResourceRecord(id=row[0], payload=row[1], version=row[2], updated_at=row[3]) if row else None
+        results.append(ApplyResult(applied=resource_id in applied, record=record))
+    return results
 
 
 def get_resource(engine: Engine, resource_id: str) -> ResourceRecord | None:

@@ -8,8 +8,8 @@ from typing import Any
 import redis
 import sqlalchemy.exc
 
-from broker import actor
-from core.resources import apply_event
+from broker import Call, actor
+from core.resources import apply_event, apply_events
 from core.runtime import resources
 
 log = logging.getLogger(__name__)
@@ -47,3 +47,25 @@ def process_event(event: dict[str, Any]) -> None:
         "Processed message",
         extra={"device_id": event["device_id"], "request_id": event["request_id"], "applied": result.applied},
     )
+
+
+@process_event.batched(max_size=500)
+def process_events(calls: list[Call]) -> None:
+    """process_event for the ready events of up to 500 devices at once: one transaction (four
+    statements) and one Redis round trip instead of three statements and a Redis call per event.
+
+    Same effect as ``process_event`` per event. If anything fails, nothing was stored and the
+    worker runs each event through ``process_event`` (so a bad event fails alone).
+    """
+    res = resources()
+    events = [call.args[0] if call.args else call.kwargs["event"] for call in calls]
+    results = apply_events(res.engine, events)
+    try:
+        res.resource_cache.invalidate_many([result.record for result in results if result.record is not None])
+    except redis.RedisError as exc:
+        log.warning("cache invalidation failed", extra={"devices": len(events), "error": str(exc)})
+    for event, result in zip(events, results, strict=True):
+        log.info(
+            "Processed message",
+            extra={"device_id": event["device_id"], "request_id": event["request_id"], "applied": result.applied},
+        )

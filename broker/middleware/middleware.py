@@ -36,6 +36,10 @@ class Middleware:
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
     ) -> None: ...
 
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        """``before_process_message`` ran but the message was not processed after all (a batch that
+        failed as a whole: each of its messages then runs again on its own, hooks and all)."""
+
     def on_retry(self, broker: Broker, message: MessageProxy, delay_ms: int) -> None:
         """The message failed and will run again after ``delay_ms`` (same worker, same order)."""
 

@@ -59,6 +59,9 @@ class Prometheus(Middleware):
         self.duration.labels(actor).observe(time.perf_counter() - getattr(self._started, "at", time.perf_counter()))
         (self.processed if exception is None else self.failed).labels(actor).inc()
 
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        self.in_progress.labels(message.actor_name).dec()
+
     def on_retry(self, broker: Broker, message: MessageProxy, delay_ms: int) -> None:
         self.retried.labels(message.actor_name).inc()
 

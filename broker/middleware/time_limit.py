@@ -62,6 +62,10 @@ class TimeLimit(Middleware):
         with self._lock:
             self._deadlines.pop(threading.get_ident(), None)
 
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        with self._lock:
+            self._deadlines.pop(threading.get_ident(), None)
+
     def _monitor(self) -> None:
         while not self._stop.wait(self.interval):
             now = time.monotonic()

@@ -10,6 +10,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from broker import Call
 from core.cache import cache_key, fence_key
 from core.resources import get_resource
 from tasks import process_event
@@ -172,3 +173,66 @@ def test_readers_that_miss_the_same_id_together_share_one_database_read(
         reader.join()
     assert reads == [device_id]
     assert answers == [(200, "MISS", {"temp_c": 21.5})] * 24
+
+
+def test_the_batch_form_has_the_effect_of_one_call_per_event(task_runtime, db_engine, redis_client, unique):
+    """process_events (the worker's batch form, issue 10 P4) against process_event, event by event:
+    new devices, an older event, a redelivery and a device retry by Idempotency-Key."""
+    from sqlalchemy import text as sql
+
+    from tasks.events import process_events
+
+    devices = [f"batch-{unique}-{i}" for i in range(6)]
+    first = {d: make_event(d, T0 + dt.timedelta(seconds=10), n=1) for d in devices}
+    for device in devices[:3]:  # three devices already have state
+        process_event(first[device])
+    retry_key = f"retry-{unique}"
+    process_event({**make_event(devices[5], T0, n=0), "idempotency_key": retry_key})
+    batch = [
+        make_event(devices[0], T0 + dt.timedelta(seconds=20), n=2),  # newer: applied, version 2
+        make_event(devices[1], T0, n=0),  # older: recorded, not applied
+        first[devices[2]],  # a redelivery: nothing at all
+        make_event(devices[3], T0, n=3),  # a new device: version 1
+        first[devices[4]],  # a new device
+        {**make_event(devices[5], T0 + dt.timedelta(seconds=30), n=9), "idempotency_key": retry_key},  # a retry
+    ]
+    for device in devices:
+        redis_client.set(cache_key(device), "stale")
+    try:
+        process_events([Call((event,), {}) for event in batch])
+        state = {d: get_resource(db_engine, d) for d in devices}
+        assert (state[devices[0]].version, state[devices[0]].payload) == (2, {"n": 2})
+        assert (state[devices[1]].version, state[devices[1]].payload) == (1, {"n": 1})
+        assert (state[devices[2]].version, state[devices[3]].version, state[devices[4]].version) == (1, 1, 1)
+        assert state[devices[5]].payload == {"n": 0}  # the retry changed nothing
+        with db_engine.connect() as conn:
+            events = dict(conn.execute(sql("SELECT request_id::text, applied FROM events WHERE device_id = ANY(:d)"),
+                                       {"d": devices}).all())  # fmt: skip
+        assert events[batch[0]["request_id"]] is True and events[batch[1]["request_id"]] is False
+        assert batch[5]["request_id"] not in events  # the retry left no row
+        assert len(events) == 4 + 4  # before: 3 + the retry's original; the batch: 4 (no redelivery, no retry)
+        assert all(redis_client.get(cache_key(d)) is None for d in devices), "every entry invalidated"
+        assert int(redis_client.get(fence_key(devices[0]))) == 2
+    finally:
+        with db_engine.begin() as conn:
+            conn.execute(sql("DELETE FROM events WHERE device_id = ANY(:d)"), {"d": devices})
+            conn.execute(sql("DELETE FROM resources WHERE id = ANY(:d)"), {"d": devices})
+        redis_client.delete(*[cache_key(d) for d in devices], *[fence_key(d) for d in devices])
+
+
+def test_a_batch_with_one_unstorable_event_stores_nothing(task_runtime, db_engine, unique):
+    """All or nothing, so the worker can run the batch's events one by one afterwards."""
+    import psycopg2
+    from sqlalchemy import text as sql
+
+    from tasks.events import process_events
+
+    devices = [f"batch-nul-{unique}-{i}" for i in range(3)]
+    batch = [make_event(d, T0, n=i) for i, d in enumerate(devices)]
+    batch[1]["payload"] = {"text": "nul \u0000 inside"}  # PostgreSQL's jsonb refuses it
+    with pytest.raises(psycopg2.DataError):  # the batch runs on the raw cursor; the worker retries singly
+        process_events([Call((event,), {}) for event in batch])
+    with db_engine.connect() as conn:
+        assert conn.execute(sql("SELECT count(*) FROM resources WHERE id = ANY(:d)"), {"d": devices}).scalar() == 0
+    with pytest.raises(ValueError, match="one event per device"):
+        process_events([Call((batch[0],), {}), Call((batch[0],), {})])
