@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from broker.offsets import Revocation
+    from broker.offsets import Commit, Revocation
 
 
 class TopicPartition(NamedTuple):
@@ -52,8 +52,11 @@ class Consumer(Protocol):
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]: ...
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit the *next* offset to read for each partition; synchronous."""
+    def commit(self, offsets: dict[TopicPartition, Commit]) -> None:
+        """Commit the *next* offset to read for each partition, with its metadata; synchronous."""
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Commit]:
+        """The group's last commit for each assigned partition that has one."""
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
 

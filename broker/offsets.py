@@ -6,6 +6,12 @@ record that is still queued, running, waiting for a retry, or whose dead letter 
 acknowledged. Records finish out of order (other keys run in parallel), so a finished offset
 behind an unfinished one waits in ``done`` until everything before it has finished too.
 
+So that a finished record is not run again by the partition's next owner (a worker joining or
+leaving, a clean start of several processes), each commit also carries, in the commit's
+metadata, the finished offsets ahead of the committed one (as Confluent's parallel consumer
+does); the next owner reads them at assignment and skips those records. A map too long for the
+broker's metadata limit keeps its lowest offsets: the rest may run twice, never not at all.
+
 Everything here is guarded by the worker's lock; the :class:`Revocation` takes it itself.
 """
 
@@ -16,10 +22,63 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from broker.consumer import Record, TopicPartition
 
 log = logging.getLogger(__name__)
+
+METADATA_VERSION = "done1:"
+MAX_METADATA_CHARS = 4000  # Kafka's offset.metadata.max.bytes defaults to 4096
+
+
+class Commit(NamedTuple):
+    """What to commit for a partition: the next offset to read, and the finished offsets beyond it."""
+
+    offset: int
+    metadata: str = ""
+
+
+def encode_done(base: int, done: Iterable[int]) -> str:
+    """``done`` offsets (all above ``base``) as ranges relative to ``base``: ``done1:1-3,5,9``."""
+    ranges: list[str] = []
+    size = len(METADATA_VERSION)
+    run: list[int] = []
+    for offset in sorted(done):
+        if run and offset == run[-1] + 1:
+            run[-1] = offset
+            continue
+        if run:
+            text = _range(base, run)
+            if size + len(text) + 1 > MAX_METADATA_CHARS:
+                run = []
+                break
+            ranges.append(text)
+            size += len(text) + 1
+        run = [offset, offset]
+    if run and size + len(_range(base, run)) <= MAX_METADATA_CHARS:
+        ranges.append(_range(base, run))
+    return METADATA_VERSION + ",".join(ranges) if ranges else ""
+
+
+def _range(base: int, run: list[int]) -> str:
+    first, last = run[0] - base, run[-1] - base
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def decode_done(base: int, metadata: str | None) -> set[int]:
+    """The finished offsets a commit's metadata names (empty for any other metadata)."""
+    if not metadata or not metadata.startswith(METADATA_VERSION):
+        return set()
+    done: set[int] = set()
+    try:
+        for part in metadata[len(METADATA_VERSION) :].split(","):
+            first, _, last = part.partition("-")
+            done.update(range(base + int(first), base + int(last or first) + 1))
+    except ValueError:
+        log.warning("ignoring unreadable commit metadata", extra={"metadata": metadata[:100]})
+        return set()
+    return done
 
 
 @dataclass(eq=False)
@@ -36,6 +95,8 @@ class PartitionState:
     in_flight: int = 0
     paused: bool = False
     revoked: bool = False
+    skip: set[int] | None = None  # finished by a previous owner (commit metadata); None: not read yet
+    committed_metadata: str = ""
 
     def track(self, offset: int) -> None:
         """A record was fetched and handed to the worker."""
@@ -51,10 +112,26 @@ class PartitionState:
             self.done.discard(first)
             self.next_commit = first + 1
 
+    def commit(self) -> Commit | None:
+        """The finished prefix and the finished offsets beyond it; None before anything is known."""
+        if self.next_commit is not None:
+            base = self.next_commit
+        elif self.pending:
+            base = self.pending[0]  # nothing finished in order yet: where this owner started
+        else:
+            return None
+        return Commit(base, encode_done(base, self.done) if self.done else "")
 
-def committable(states: Iterable[PartitionState]) -> dict[TopicPartition, int]:
-    """The offsets to commit now: each partition's finished prefix, where it moved since the last commit."""
-    return {s.tp: s.next_commit for s in states if s.next_commit is not None and s.next_commit != s.committed}
+
+def committable(states: Iterable[PartitionState]) -> dict[TopicPartition, Commit]:
+    """What to commit now: each partition whose finished prefix or finished-ahead map changed
+    since its last commit."""
+    out = {}
+    for state in states:
+        commit = state.commit()
+        if commit is not None and (commit.offset, commit.metadata) != (state.committed, state.committed_metadata):
+            out[state.tp] = commit
+    return out
 
 
 class Revocation:
@@ -81,8 +158,8 @@ class Revocation:
         with self._changed:
             return any(s.in_flight for s in self._states)
 
-    def offsets(self) -> dict[TopicPartition, int]:
-        """What to commit for the revoked partitions (next offsets to read)."""
+    def offsets(self) -> dict[TopicPartition, Commit]:
+        """What to commit for the revoked partitions (next offsets to read, finished ones beyond)."""
         with self._changed:
             return committable(self._states)
 
@@ -98,12 +175,12 @@ class Revocation:
                     positions[s.tp] = s.next_commit
             return positions
 
-    def done(self, committed: dict[TopicPartition, int]) -> None:
+    def done(self, committed: dict[TopicPartition, Commit]) -> None:
         """Forget the partitions; ``committed`` is what was actually committed."""
         with self._changed:
             for state in self._states:
                 if state.tp in committed:
-                    state.committed = committed[state.tp]
+                    state.committed, state.committed_metadata = committed[state.tp]
                 self._assigned.pop(state.tp, None)
             self._changed.notify_all()
         if self._states:

@@ -45,7 +45,7 @@ from broker.broker import REASON_FAILED, REASON_UNDECODABLE, REASON_UNKNOWN_ACTO
 from broker.consumer import Consumer, Record, TopicPartition
 from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, Interrupt
 from broker.message import Message
-from broker.offsets import PartitionState, Revocation, committable
+from broker.offsets import PartitionState, Revocation, committable, decode_done
 from broker.proxy import MessageProxy
 
 log = logging.getLogger(__name__)
@@ -220,6 +220,8 @@ class Worker:
         try:
             while not self._stop_requested.is_set():
                 records = self._poll(self._poll_timeout())
+                if records:
+                    self._load_skips(records)
                 with self._changed:
                     self._dispatch(records)
                     self._release_due_retries()
@@ -253,12 +255,39 @@ class Worker:
                 return max(0, min(self.poll_timeout_ms, int(until_due)))
         return self.poll_timeout_ms
 
+    def _load_skips(self, records: list[Record]) -> None:
+        """Read, once per assignment, which records of these partitions a previous owner already
+        finished (the commit's metadata, see broker.offsets), before any of them is dispatched.
+        Called without the worker's lock: it may wait for the broker."""
+        assert self.consumer is not None
+        with self._lock:
+            unread = {r.tp for r in records if (s := self._partitions.get(r.tp)) is not None and s.skip is None}
+        if not unread:
+            return
+        try:
+            commits = self.consumer.committed(unread)
+        except BrokerUnavailable as exc:  # not knowing only risks running a finished record again
+            log.warning("could not read the finished-ahead offsets; they may run again", extra={"error": str(exc)})
+            commits = {}
+        with self._lock:
+            for tp in unread:
+                state = self._partitions.get(tp)
+                if state is not None and state.skip is None:
+                    commit = commits.get(tp)
+                    state.skip = decode_done(commit.offset, commit.metadata) if commit is not None else set()
+                    if commit is not None:
+                        state.committed, state.committed_metadata = commit
+
     def _dispatch(self, records: list[Record]) -> None:
         for record in records:
             state = self._partitions.get(record.tp)
             if state is None or state.revoked:
                 continue  # fetched just before a revocation: the next owner reads it again
             state.track(record.offset)
+            if state.skip and record.offset in state.skip:
+                state.skip.discard(record.offset)
+                state.finish(record.offset)  # a previous owner ran it: its commit said so
+                continue
             key = record.key
             if key is None:
                 self._ready.put(_Work(state, record))
@@ -301,7 +330,7 @@ class Worker:
         with self._changed:
             for s in chosen:
                 if s.tp in offsets:
-                    s.committed = offsets[s.tp]
+                    s.committed, s.committed_metadata = offsets[s.tp]
             self._changed.notify_all()
 
     def _drain(self) -> None:

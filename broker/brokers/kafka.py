@@ -28,6 +28,7 @@ from broker.brokers import kafka_internals as internals
 from broker.consumer import RebalanceListener, Record, TopicPartition
 from broker.errors import BrokerError, BrokerUnavailable, MessageTooLarge
 from broker.middleware import Middleware
+from broker.offsets import Commit
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +324,7 @@ class _ListenerAdapter(AsyncConsumerRebalanceListener):
         while revocation.busy() and time.monotonic() < deadline:
             await internals.sleep(kafka, 0.05)
         offsets = revocation.offsets()
-        committed: dict[TopicPartition, int] = {}
+        committed: dict[TopicPartition, Commit] = {}
         if offsets:
             try:
                 await internals.commit(kafka, _kafka_offsets(offsets))
@@ -340,8 +341,8 @@ class _ListenerAdapter(AsyncConsumerRebalanceListener):
         self.listener.on_partitions_lost({TopicPartition(tp.topic, tp.partition) for tp in lost})
 
 
-def _kafka_offsets(offsets: dict[TopicPartition, int]) -> dict[KafkaTopicPartition, OffsetAndMetadata]:
-    return {KafkaTopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+def _kafka_offsets(offsets: dict[TopicPartition, Commit]) -> dict[KafkaTopicPartition, OffsetAndMetadata]:
+    return {KafkaTopicPartition(t, p): OffsetAndMetadata(c.offset, c.metadata, -1) for (t, p), c in offsets.items()}
 
 
 class KafkaGroupConsumer:
@@ -387,11 +388,23 @@ class KafkaGroupConsumer:
             )
         return records
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit(self, offsets: dict[TopicPartition, Commit]) -> None:
         try:
             self.kafka.commit(_kafka_offsets(offsets), timeout_ms=COMMIT_TIMEOUT_MS)
         except KafkaError as exc:
             raise BrokerUnavailable(f"offset commit failed: {exc}") from exc
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Commit]:
+        """The group's last commits (one OffsetFetch per partition, once per assignment)."""
+        out: dict[TopicPartition, Commit] = {}
+        try:
+            for tp in partitions:
+                found = self.kafka.committed(KafkaTopicPartition(*tp), metadata=True, timeout_ms=COMMIT_TIMEOUT_MS)
+                if found is not None and found.offset >= 0:
+                    out[tp] = Commit(found.offset, found.metadata or "")
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"reading committed offsets failed: {exc}") from exc
+        return out
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         tps = [KafkaTopicPartition(t, p) for t, p in partitions]

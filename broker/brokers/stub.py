@@ -22,6 +22,7 @@ from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, Broker, dead
 from broker.consumer import RebalanceListener, Record, TopicPartition
 from broker.message import Message
 from broker.middleware import Middleware
+from broker.offsets import Commit
 
 
 class DeadLetter(NamedTuple):
@@ -44,9 +45,13 @@ class StubBroker(Broker):
         self.partitions = partitions
         self.topics: dict[str, list[list[Record]]] = {}
         self.committed: dict[str, dict[TopicPartition, int]] = {}
+        self.commit_metadata: dict[str, dict[TopicPartition, str]] = {}  # finished-ahead maps (broker.offsets)
         self.dead_letters: list[DeadLetter] = []
         self._unraised: list[BaseException] = []
         self._members: dict[str, list[StubConsumer]] = {}
+        # who holds each partition: as in Kafka's eager rebalance, a member takes a partition only
+        # once its previous owner revoked it (committing what it finished)
+        self._owners: dict[str, dict[TopicPartition, StubConsumer]] = {}
         self._generation: dict[str, int] = {}
         self._cond = threading.Condition()
         self._round_robin = 0
@@ -111,6 +116,9 @@ class StubBroker(Broker):
             if consumer in members:
                 members.remove(consumer)
                 self._generation[consumer.group_id] += 1
+            owners = self._owners.get(consumer.group_id, {})
+            for tp in [tp for tp, owner in owners.items() if owner is consumer]:
+                del owners[tp]
             self._cond.notify_all()
 
     def _assignment(self, consumer: StubConsumer) -> set[TopicPartition]:
@@ -154,6 +162,7 @@ class StubBroker(Broker):
         with self._cond:
             self.topics.clear()
             self.committed.clear()
+            self.commit_metadata.clear()
             self.dead_letters.clear()
             self._unraised.clear()
 
@@ -168,24 +177,29 @@ class StubConsumer:
         self.assigned: set[TopicPartition] = set()
         self.positions: dict[TopicPartition, int] = {}
         self.paused: set[TopicPartition] = set()
+        self.waiting = False  # some assigned partitions are still held by their previous owner
         self.closed = False
 
     def _rebalance_if_needed(self) -> None:
         b = self.broker
         with b._cond:
             generation = b._generation[self.group_id]
-            if generation == self.generation:
+            if generation == self.generation and not self.waiting:
                 return
             target = b._assignment(self)
         revoked = self.assigned - target
         if revoked:
             self._revoke(revoked)
-        added = target - self.assigned
         with b._cond:
+            owners = b._owners.setdefault(self.group_id, {})
+            wanted = target - self.assigned
+            added = {tp for tp in wanted if owners.get(tp) in (None, self)}  # the rest: not revoked yet
+            self.waiting = added != wanted
             committed = b.committed.get(self.group_id, {})
             for tp in added:
+                owners[tp] = self
                 self.positions[tp] = committed.get(tp, 0)
-        self.assigned = target
+        self.assigned = (self.assigned & target) | added
         self.generation = generation
         if added:
             self.listener.on_partitions_assigned(added)
@@ -198,9 +212,14 @@ class StubConsumer:
         offsets = revocation.offsets()
         self.commit(offsets)
         revocation.done(offsets)
-        for tp in partitions:
-            self.positions.pop(tp, None)
-            self.paused.discard(tp)
+        with self.broker._cond:
+            owners = self.broker._owners.get(self.group_id, {})
+            for tp in partitions:
+                self.positions.pop(tp, None)
+                self.paused.discard(tp)
+                if owners.get(tp) is self:
+                    del owners[tp]
+            self.broker._cond.notify_all()
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
         self._rebalance_if_needed()
@@ -220,12 +239,23 @@ class StubConsumer:
                 remaining = deadline - time.monotonic()
                 if out or remaining <= 0 or b._generation[self.group_id] != self.generation:
                     return out
+                if self.waiting:  # for a partition's previous owner to revoke it: look again soon
+                    b._cond.wait(min(remaining, 0.01))
+                    return out
                 b._cond.wait(remaining)
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit(self, offsets: dict[TopicPartition, Commit]) -> None:
         with self.broker._cond:
-            self.broker.committed.setdefault(self.group_id, {}).update(offsets)
+            for tp, commit in offsets.items():
+                self.broker.committed.setdefault(self.group_id, {})[tp] = commit.offset
+                self.broker.commit_metadata.setdefault(self.group_id, {})[tp] = commit.metadata
             self.broker._cond.notify_all()
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Commit]:
+        with self.broker._cond:
+            offsets = self.broker.committed.get(self.group_id, {})
+            metadata = self.broker.commit_metadata.get(self.group_id, {})
+            return {tp: Commit(offsets[tp], metadata.get(tp, "")) for tp in partitions if tp in offsets}
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         self.paused.update(partitions)
