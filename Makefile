@@ -94,8 +94,19 @@ docs/architecture.png: docs/architecture.dot
 	@command -v dot >/dev/null || sudo -n apt-get install -y -qq graphviz || apt-get install -y -qq graphviz
 	dot -Tpng -Gdpi=110 $< -o $@
 
-bench: up
-	$(PY) bench/enqueue_drain.py
+# The performance figures side by side with their peers (bench/run.py): wrk from Debian, vegeta
+# from its Go module, Dramatiq and Celery in their own venv (requirements-bench.txt).
+BENCH_ARGS ?=
+VEGETA := .stack/bin/vegeta
+$(VEGETA):
+	GOTOOLCHAIN=auto GOBIN=$(CURDIR)/.stack/bin go install github.com/tsenart/vegeta/v12@v12.13.0
+.stack/bench-venv/.installed: requirements-bench.txt
+	$(PYTHON) -m venv .stack/bench-venv
+	.stack/bench-venv/bin/pip install -q -r requirements-bench.txt
+	@touch $@
+bench: up migrate $(VEGETA) .stack/bench-venv/.installed
+	@command -v wrk >/dev/null || { sudo -n true 2>/dev/null && S=sudo; $$S apt-get install -y -qq wrk >/dev/null; }
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	scripts/stack clean

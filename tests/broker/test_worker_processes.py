@@ -297,7 +297,7 @@ def test_a_clean_start_of_two_processes_runs_each_message_once(proc_env):
     committed offset lags behind records that finished out of order (other keys). Before, their new
     owner ran those again (heartbeats every second; 1,600-2,200 of 20,000 in 2 of 3 runs of this
     test). The commit's metadata now names them and the new owner skips them."""
-    proc_env.env.update(LOG_LEVEL="WARNING", KAFKA_HEARTBEAT_INTERVAL_MS="1000")
+    proc_env.env.update(LOG_LEVEL="WARNING")  # and heartbeats every second, the default
     expected = proc_env.send(20000, keys=500)
     proc_env.start("--processes", "2", "--threads", "8")
     wait_for(lambda: set(proc_env.seen()) >= expected, timeout=120, message="every message ran")
