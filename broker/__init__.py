@@ -25,6 +25,7 @@ from broker.errors import (
     Interrupt,
     MessageTooLarge,
     NoBrokerConfigured,
+    RateLimitExceeded,
     TimeLimitExceeded,
 )
 from broker.message import Message
@@ -49,6 +50,7 @@ __all__ = [
     "MessageTooLarge",
     "Middleware",
     "NoBrokerConfigured",
+    "RateLimitExceeded",
     "SendFuture",
     "StubBroker",
     "TimeLimitExceeded",

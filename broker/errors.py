@@ -38,6 +38,11 @@ class NoBrokerConfigured(BrokerError):
     """``get_broker()`` was called before ``set_broker()``; there is no silent default."""
 
 
+class RateLimitExceeded(BrokerError):
+    """A rate limiter (``broker.rate_limits``) had no slot. Raised inside an actor it means "not
+    now": the worker runs the message again later, with backoff, without counting an attempt."""
+
+
 class Interrupt(BaseException):
     """Raised asynchronously inside a running actor (as Dramatiq's interrupts are).
 

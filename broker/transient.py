@@ -12,6 +12,7 @@ was loaded), plus anything an actor lists in its ``transient`` option:
 
 * ``builtins.ConnectionError``, ``builtins.TimeoutError`` (and their subclasses);
 * ``broker.errors.BrokerUnavailable`` (Kafka did not acknowledge a send in time);
+* ``broker.errors.RateLimitExceeded`` (a rate limiter of ``broker.rate_limits`` said "not now");
 * psycopg2 ``OperationalError`` (connection refused or lost, serialization failure, deadlock,
   statement or lock timeout) and ``InterfaceError`` (connection already closed);
 * SQLAlchemy ``OperationalError``, ``InterfaceError``, ``TimeoutError`` (pool exhausted), and any
@@ -32,6 +33,7 @@ DEFAULT_TRANSIENT = frozenset(
         "builtins.ConnectionError",
         "builtins.TimeoutError",
         "broker.errors.BrokerUnavailable",
+        "broker.errors.RateLimitExceeded",
         "psycopg2.OperationalError",
         "psycopg2.InterfaceError",
         "sqlalchemy.exc.OperationalError",

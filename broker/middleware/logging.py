@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from broker.errors import RateLimitExceeded
 from broker.middleware.middleware import Middleware
 
 if TYPE_CHECKING:
@@ -48,7 +49,10 @@ class Logging(Middleware):
             return
         extra = _context(message, message.record)
         extra.update(failures=message.dependency_failures, delay_ms=delay_ms, error=type(message.exception).__name__)
-        log.warning("a dependency failed; waiting for it (not counted as an attempt)", extra=extra)
+        if isinstance(message.exception, RateLimitExceeded):
+            log.info("rate limited; trying again later (not counted as an attempt)", extra=extra)
+        else:
+            log.warning("a dependency failed; waiting for it (not counted as an attempt)", extra=extra)
 
     def on_dead_letter(self, broker: Broker, record: Record, message: Message | None, exception: BaseException) -> None:
         if message is not None:

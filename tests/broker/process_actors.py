@@ -38,3 +38,19 @@ def guarded(key: str, seq: int) -> None:
     if client.exists(f"{TOPIC}:broken"):
         raise RuntimeError("downstream is broken")
     client.rpush(f"{TOPIC}:seen", f"{key}:{seq}")
+
+
+@actor(topic=TOPIC, max_retries=0)
+def exclusive(key: str, seq: int) -> None:
+    """Runs only while it holds a cross-process mutex; records any overlap it sees."""
+    from broker.rate_limits import ConcurrentRateLimiter
+    from broker.rate_limits.backends import RedisBackend
+
+    client = _redis()
+    mutex = ConcurrentRateLimiter(RedisBackend(client=client), f"{TOPIC}:mutex", limit=1, ttl=30_000)
+    with mutex.acquire():  # RateLimitExceeded: the worker runs the message again later
+        if client.incr(f"{TOPIC}:inside") > 1:
+            client.set(f"{TOPIC}:overlap", 1)
+        time.sleep(0.01)
+        client.decr(f"{TOPIC}:inside")
+        client.rpush(f"{TOPIC}:seen", f"{key}:{seq}")

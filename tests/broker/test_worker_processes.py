@@ -303,3 +303,16 @@ def test_a_clean_start_of_two_processes_runs_each_message_once(proc_env):
     wait_for(lambda: set(proc_env.seen()) >= expected, timeout=120, message="every message ran")
     seen = proc_env.seen()
     assert len(seen) == len(expected), f"{len(seen) - len(expected)} messages ran twice"
+
+
+def test_a_concurrency_limit_of_one_holds_across_worker_processes(proc_env, redis_client):
+    """Issue 12, item 5: a ConcurrentRateLimiter(limit=1) on Redis is a mutex for every process of
+    the group; the messages that find it taken run later, none is dead-lettered."""
+    messages = [Message(actor_name="exclusive", topic=proc_env.topic, args=(f"k{i % 6}", i), key=f"k{i % 6}")
+                for i in range(40)]  # fmt: skip
+    proc_env.broker.enqueue_many(messages)
+    proc_env.start("--processes", "2", "--threads", "4")
+    wait_for(lambda: len(set(proc_env.seen())) == 40, timeout=120, message=f"{len(set(proc_env.seen()))} of 40")
+    assert redis_client.get(f"{proc_env.topic}:overlap") is None, "two processes held the mutex at once"
+    assert "dead-lettered" not in proc_env.logs()
+    redis_client.delete(f"{proc_env.topic}:overlap", f"{proc_env.topic}:inside", f"{proc_env.topic}:mutex")
