@@ -3,6 +3,7 @@ skipping one record that holds a partition."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,8 +15,8 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from broker.broker import DLQ_HEADER_PREFIX
-from broker.errors import BrokerError, BrokerUnavailable
-from broker.message import format_timestamp, utcnow
+from broker.errors import BrokerError, BrokerUnavailable, DecodeError
+from broker.message import Message, format_timestamp, utcnow
 
 REPLAY_HEADER = "replayed_from"
 
@@ -62,16 +63,34 @@ def consumer_lag(options: dict[str, Any], group_id: str, topics: list[str]) -> d
     }
 
 
-def describe_dead_letter(record: Any) -> dict[str, Any]:
-    """A JSON-able summary of one dead-letter record: where it came from and why (no arguments)."""
+def describe_dead_letter(record: Any, *, show_body: bool = False) -> dict[str, Any]:
+    """A JSON-able summary of one dead-letter record: what it was, where it came from and why.
+
+    The first fields answer an operator's questions at a glance: ``message_id``, ``request_id``
+    (the message's header, if it has one), ``actor``, ``error`` (type and message) and
+    ``failed_at``; then every dead-letter header. The message itself (its arguments: payloads)
+    only with ``show_body``.
+    """
     headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or [])}
     info = {k[len(DLQ_HEADER_PREFIX) :]: v for k, v in headers.items() if k.startswith(DLQ_HEADER_PREFIX)}
-    return {
+    try:
+        message: Message | None = Message.decode(record.value)
+    except DecodeError:
+        message = None  # undecodable: that is why it is here
+    summary: dict[str, Any] = {
+        "message_id": info.get("message_id") or (message.message_id if message else None),
+        "request_id": message.headers.get("request_id") if message else None,
+        "actor": info.get("actor") or (message.actor_name if message else None),
+        "error": f"{info.get('exception.type', '?')}: {info.get('exception.message', '')}".rstrip(": "),
+        "failed_at": info.get("failed_at"),
         "dlq_partition": record.partition,
         "dlq_offset": record.offset,
         "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
         **info,
     }
+    if show_body:
+        summary["body"] = json.loads(message.encode()) if message else record.value.decode("utf-8", "replace")
+    return summary
 
 
 def _records_until_end(consumer: KafkaConsumer, topic: str, *, from_beginning: bool, timeout_s: float) -> Iterator[Any]:

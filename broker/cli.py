@@ -72,6 +72,7 @@ def make_parser(
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list", help="print dead letters as JSON lines")
     dlq_list.add_argument("--limit", type=int)
+    dlq_list.add_argument("--show-body", action="store_true", help="also print each message (its arguments: payloads)")
     replay = dlq_sub.add_parser("replay", help="re-send dead letters to their original topics")
     replay.add_argument("--actor", help="only this actor's dead letters")
     replay.add_argument("--limit", type=int, help="at most this many")

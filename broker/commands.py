@@ -71,7 +71,7 @@ def dead_letters(broker_factory: BrokerFactory, args: argparse.Namespace) -> int
     options = client_options(broker)
     if args.dlq_command == "list":
         for count, record in enumerate(read_dead_letters(options, broker.dead_letter_topic), start=1):
-            print(json.dumps(describe_dead_letter(record)))
+            print(json.dumps(describe_dead_letter(record, show_body=args.show_body)))
             if args.limit and count >= args.limit:
                 break
         return 0

@@ -172,7 +172,9 @@ def test_dead_letters_can_be_listed_and_replayed_once_the_cause_is_fixed(proc_en
     broken = f"{proc_env.topic}:broken"
     redis_client.set(broken, 1, ex=300)
     try:
-        proc_env.broker.enqueue(Message(actor_name="guarded", topic=proc_env.topic, args=("secret-arg", 1), key="k"))
+        sent = Message(actor_name="guarded", topic=proc_env.topic, args=("secret-arg", 1), key="k",
+                       headers={"request_id": "req-1"})  # fmt: skip
+        proc_env.broker.enqueue(sent)
         proc_env.start()
 
         def run(*args: str) -> str:
@@ -183,10 +185,14 @@ def test_dead_letters_can_be_listed_and_replayed_once_the_cause_is_fixed(proc_en
 
         listing = wait_for(lambda: run("list"), timeout=60, message="a dead letter")
         (letter,) = [json.loads(line) for line in listing.splitlines()]
-        assert letter["actor"] == "guarded"
+        assert letter["actor"] == "guarded" and letter["message_id"] == sent.message_id
+        assert letter["request_id"] == "req-1"  # the message's own header
+        assert letter["error"] == "builtins.RuntimeError: downstream is broken" and letter["failed_at"]
         assert letter["exception.type"] == "builtins.RuntimeError"
         assert letter["original.topic"] == proc_env.topic
-        assert "secret-arg" not in listing  # arguments (payloads) are never printed
+        assert "secret-arg" not in listing  # arguments (payloads) are printed only when asked for
+        (shown,) = [json.loads(line) for line in run("list", "--show-body").splitlines()]
+        assert shown["body"]["args"] == ["secret-arg", 1] and shown["body"]["actor_name"] == "guarded"
     finally:
         redis_client.delete(broken)
 
