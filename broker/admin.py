@@ -63,6 +63,45 @@ def consumer_lag(options: dict[str, Any], group_id: str, topics: list[str]) -> d
     }
 
 
+def oldest_unprocessed_age_s(options: dict[str, Any], report: dict[str, Any], timeout_s: float = 5.0) -> float:
+    """Age in seconds of the oldest record the group has not processed (the record at the
+    committed offset of each lagging partition, by its timestamp); 0 without lag."""
+    lagging = [KafkaTopicPartition(p["topic"], p["partition"]) for p in report["partitions"] if p["lag"] > 0]
+    if not lagging:
+        return 0.0
+    positions = {KafkaTopicPartition(p["topic"], p["partition"]): p["committed"] for p in report["partitions"]}
+    consumer = KafkaConsumer(**options, enable_auto_commit=False, group_id=None)
+    try:
+        consumer.assign(lagging)
+        for tp in lagging:
+            consumer.seek(tp, positions[tp])
+        oldest: dict[Any, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(oldest) < len(lagging) and time.monotonic() < deadline:
+            for tp, batch in consumer.poll(timeout_ms=500, max_records=100).items():
+                if batch and tp not in oldest:
+                    oldest[tp] = batch[0].timestamp
+                    consumer.pause(tp)
+    finally:
+        consumer.close(autocommit=False)
+    if not oldest:
+        return 0.0
+    return max(0.0, time.time() - min(oldest.values()) / 1000)
+
+
+def topic_size(options: dict[str, Any], topic: str) -> int:
+    """How many records ``topic`` holds (end - earliest offsets, over its partitions)."""
+    admin = KafkaAdminClient(**options)
+    try:
+        tps = [KafkaTopicPartition(t["name"], p["partition_index"]) for t in admin.describe_topics([topic])
+               for p in t["partitions"]]  # fmt: skip
+        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
+        starts = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in tps})
+    finally:
+        admin.close()
+    return sum(ends[tp].offset - starts[tp].offset for tp in tps)
+
+
 def describe_dead_letter(record: Any, *, show_body: bool = False) -> dict[str, Any]:
     """A JSON-able summary of one dead-letter record: what it was, where it came from and why.
 

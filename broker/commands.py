@@ -49,7 +49,10 @@ def import_actors(broker_factory: BrokerFactory, modules: Sequence[str]) -> Brok
 
 
 def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace, publishers: Mapping[str, LagPublisher]) -> int:
-    from broker.admin import consumer_lag
+    from kafka.errors import KafkaError
+
+    from broker.admin import consumer_lag, oldest_unprocessed_age_s, topic_size
+    from broker.errors import BrokerError
 
     broker = import_actors(broker_factory, args.modules)
     topics = args.topics or sorted(broker.get_declared_topics())
@@ -57,6 +60,12 @@ def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace, publisher
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     while True:
         report = consumer_lag(client_options(broker), args.group, topics)
+        try:  # for the alarms: how old the backlog is, and how many dead letters there are
+            report["oldest_age_s"] = round(oldest_unprocessed_age_s(client_options(broker), report), 1)
+            dlq = broker.dead_letter_topic
+            report["dead_letters"] = {dlq: topic_size(client_options(broker), dlq)}
+        except (BrokerError, KafkaError) as exc:
+            report["extra_error"] = str(exc)
         if args.publish:
             report["published"] = publishers[args.publish](report)
         print(json.dumps(report, indent=None if args.interval else 2), flush=True)

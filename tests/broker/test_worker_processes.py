@@ -232,7 +232,9 @@ def test_lag_is_published_to_cloudwatch_for_autoscaling(proc_env, settings):
              "--publish", "cloudwatch"],
             cwd=ROOT, env={**proc_env.env, **aws}, capture_output=True, check=True, timeout=60, text=True,
         ).stdout  # fmt: skip
-        assert json.loads(out)["published"] == 1 + 3  # the total and one per partition
+        report = json.loads(out)
+        assert report["published"] == 1 + 1 + 1 + 3  # total, backlog age, dead letters, one per partition
+        assert report["oldest_age_s"] >= 0 and report["dead_letters"] == {proc_env.dlq: 0}
         cloudwatch = boto3.client("cloudwatch", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
                                   aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
         now = time.time()
@@ -245,6 +247,8 @@ def test_lag_is_published_to_cloudwatch_for_autoscaling(proc_env, settings):
         partitions = cloudwatch.list_metrics(Namespace="DeviceBackend/Kafka", MetricName="PartitionLag")["Metrics"]
         mine = [m for m in partitions if {"Name": "ConsumerGroup", "Value": proc_env.group} in m["Dimensions"]]
         assert len(mine) == 3
+        ages = cloudwatch.list_metrics(Namespace="DeviceBackend/Kafka", MetricName="OldestUnprocessedAge")["Metrics"]
+        assert [{"Name": "ConsumerGroup", "Value": proc_env.group}] in [m["Dimensions"] for m in ages]
     finally:
         server.stop()
 
