@@ -51,6 +51,23 @@ class Message:
     def copy(self, **changes: Any) -> Message:
         return dataclasses.replace(self, **changes)
 
+    def get_result(self, *, backend: Any = None, block: bool = False, timeout: int | None = None) -> Any:
+        """This message's result (``@actor(store_results=True)`` and the ``Results`` middleware).
+
+        ``backend`` defaults to that of the global broker's ``Results`` middleware. Raises
+        ``ResultMissing``, ``ResultTimeout`` (``block=True``, nothing within ``timeout`` ms) or
+        ``ResultFailure`` (the actor failed for good), from ``broker.results``.
+        """
+        if backend is None:
+            from broker.broker import get_broker
+            from broker.results import Results
+
+            found = [m for m in get_broker().middleware if isinstance(m, Results)]
+            if not found:
+                raise RuntimeError("the broker has no Results middleware: add one, or pass backend=")
+            backend = found[0].backend
+        return backend.get_result(self.message_id, block=block, timeout=timeout)
+
     def asdict(self) -> dict[str, Any]:
         return {
             "v": FORMAT_VERSION,

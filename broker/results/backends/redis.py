@@ -1,0 +1,38 @@
+"""Results in Redis: one single-element list per message, so a reader can block on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from broker.results.backend import ResultBackend
+
+
+class RedisBackend(ResultBackend):
+    """``RedisBackend(url=...)``, ``RedisBackend(client=...)`` or ``redis.Redis`` parameters.
+    Keys are ``{prefix}{message_id}`` (prefix ``results:``)."""
+
+    def __init__(
+        self, *, client: redis.Redis | None = None, url: str | None = None, prefix: str = "results:", **parameters: Any
+    ) -> None:
+        if client is None:
+            client = redis.Redis.from_url(url, **parameters) if url is not None else redis.Redis(**parameters)
+        self.client = client
+        self.prefix = prefix
+
+    def _put(self, message_id: str, document: str, ttl_ms: int) -> None:
+        key = self.prefix + message_id
+        with self.client.pipeline() as pipe:  # MULTI: readers never see an empty or double list
+            pipe.delete(key)
+            pipe.rpush(key, document)
+            pipe.pexpire(key, ttl_ms)
+            pipe.execute()
+
+    def _get(self, message_id: str, timeout_ms: int | None) -> str | None:
+        key = self.prefix + message_id
+        if timeout_ms is None:
+            data = self.client.lindex(key, 0)
+        else:  # the element moves back onto its own list: it stays for other readers
+            data = self.client.blmove(key, key, max(timeout_ms, 1) / 1000, "LEFT", "RIGHT")
+        return data.decode() if isinstance(data, bytes) else data
