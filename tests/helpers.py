@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -57,3 +60,19 @@ def start_group_at_end(kafka_options: dict, group: str, topic: str) -> None:
     ends = consumer.end_offsets(tps)
     consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in ends.items()})
     consumer.close()
+
+
+def http(method: str, url: str, token: str | None = None, body: dict | None = None) -> tuple[int, dict, bytes]:
+    """One request with urllib: (status, headers, body), an HTTP error's status included; raises
+    ``OSError`` when nothing answers."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()

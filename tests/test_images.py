@@ -10,8 +10,6 @@ import datetime as dt
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -19,7 +17,7 @@ import jwt
 import pytest
 from sqlalchemy import text
 
-from tests.helpers import ROOT, free_port, start_group_at_end, wait_for
+from tests.helpers import ROOT, free_port, http, start_group_at_end, wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -62,31 +60,18 @@ def containers(images, settings) -> Iterator[dict]:
                     WORKER_IMAGE, *worker], check=True, capture_output=True)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _get(f"{url}/readyz")[0] == 200, timeout=60, message="the API container is ready")
+        wait_for(lambda: _ready(url), timeout=60, message="the API container is ready")
         yield {"url": url, "secret": secret, **names}
     finally:
         for name in names.values():
             _podman("rm", "-f", "-t", "5", name, check=False)
 
 
-def _get(url: str, token: str | None = None) -> tuple[int, dict, bytes]:
-    return _request("GET", url, token)
-
-
-def _request(method: str, url: str, token: str | None = None, body: dict | None = None) -> tuple[int, dict, bytes]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
+def _ready(url: str) -> bool:
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return http("GET", f"{url}/readyz")[0] == 200
     except OSError:
-        return 0, {}, b""
+        return False
 
 
 def _token(secret: str, device: str) -> str:
@@ -113,7 +98,7 @@ def test_the_walk_through_passes_through_the_containers(containers, db_engine):
     device = f"device-img-{uuid.uuid4().hex[:8]}"
     token = _token(containers["secret"], device)
     event = {"device_id": device, "payload": {"status": "online", "temp_c": 37.2}}
-    status, _, body = _request("POST", f"{containers['url']}/events", token, event)
+    status, _, body = http("POST", f"{containers['url']}/events", token, event)
     assert status == 202, body
     request_id = json.loads(body)["request_id"]
 
@@ -126,8 +111,8 @@ def test_the_walk_through_passes_through_the_containers(containers, db_engine):
     logs = _podman("logs", containers["worker"]).stdout + _podman("logs", containers["worker"]).stderr
     processed = [json.loads(line) for line in logs.splitlines() if '"Processed message"' in line]
     assert any(entry.get("request_id") == request_id for entry in processed)
-    first = _get(f"{containers['url']}/resource/{device}", token)
-    second = _get(f"{containers['url']}/resource/{device}", token)
+    first = http("GET", f"{containers['url']}/resource/{device}", token)
+    second = http("GET", f"{containers['url']}/resource/{device}", token)
     assert (first[0], second[0]) == (200, 200)
     assert first[1]["X-Cache"] == "MISS" and second[1]["X-Cache"] == "HIT"
     assert json.loads(second[2])["payload"] == event["payload"]
@@ -140,7 +125,7 @@ def test_the_worker_container_drains_on_sigterm_within_its_stop_timeout(containe
     for device in devices:
         token = _token(containers["secret"], device)
         event = {"device_id": device, "payload": {"n": 1}}
-        assert _request("POST", f"{containers['url']}/events", token, event)[0] == 202
+        assert http("POST", f"{containers['url']}/events", token, event)[0] == 202
     started = time.monotonic()
     _podman("stop", "-t", str(STOP_TIMEOUT), containers["worker"])
     took = time.monotonic() - started
