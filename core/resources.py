@@ -14,11 +14,10 @@ from typing import Any
 from psycopg2.extras import execute_values
 from sqlalchemy import Engine, text
 
-# One statement each; both run in one transaction in apply_event.
-_UPSERT_RESOURCE = text(
-    """
-    INSERT INTO resources (id, payload, version, event_at, event_request_id, updated_at)
-    VALUES (:id, CAST(:payload AS jsonb), 1, :event_at, :request_id, now())
+# The newest-wins rule, one text for the single and the batched upsert: a resource takes an
+# event only if it is newer by (received_at, request_id).
+_RESOURCES_INSERT = "INSERT INTO resources (id, payload, version, event_at, event_request_id, updated_at) VALUES "
+_RESOURCES_NEWEST_WINS = """
     ON CONFLICT (id) DO UPDATE
        SET payload = EXCLUDED.payload,
            version = resources.version + 1,
@@ -27,14 +26,20 @@ _UPSERT_RESOURCE = text(
            updated_at = now()
      WHERE (resources.event_at, resources.event_request_id) < (EXCLUDED.event_at, EXCLUDED.event_request_id)
     RETURNING id, payload, version, updated_at
-    """
+"""
+_EVENTS_INSERT = (
+    "INSERT INTO events (request_id, device_id, user_id, payload, received_at, applied, idempotency_key) VALUES "
+)
+_EVENTS_ONCE = " ON CONFLICT (request_id) DO NOTHING"
+
+# One statement each; both run in one transaction in apply_event.
+_UPSERT_RESOURCE = text(
+    _RESOURCES_INSERT + "(:id, CAST(:payload AS jsonb), 1, :event_at, :request_id, now())" + _RESOURCES_NEWEST_WINS
 )
 _INSERT_EVENT = text(
-    """
-    INSERT INTO events (request_id, device_id, user_id, payload, received_at, applied, idempotency_key)
-    VALUES (:request_id, :id, :user_id, CAST(:payload AS jsonb), :event_at, :applied, :idempotency_key)
-    ON CONFLICT (request_id) DO NOTHING
-    """
+    _EVENTS_INSERT
+    + "(:request_id, :id, :user_id, CAST(:payload AS jsonb), :event_at, :applied, :idempotency_key)"
+    + _EVENTS_ONCE
 )
 _RETRY_STORED = text("SELECT 1 FROM events WHERE idempotency_key = :idempotency_key")
 _SELECT_RESOURCE = text("SELECT id, payload, version, updated_at FROM resources WHERE id = :id")
@@ -92,22 +97,9 @@ def apply_event(engine: Engine, event: dict[str, Any]) -> ApplyResult:
 
 
 # The same statements for many events at once (psycopg2's execute_values fills the VALUES list).
-_UPSERT_RESOURCES = """
-    INSERT INTO resources (id, payload, version, event_at, event_request_id, updated_at) VALUES %s
-    ON CONFLICT (id) DO UPDATE
-       SET payload = EXCLUDED.payload,
-           version = resources.version + 1,
-           event_at = EXCLUDED.event_at,
-           event_request_id = EXCLUDED.event_request_id,
-           updated_at = now()
-     WHERE (resources.event_at, resources.event_request_id) < (EXCLUDED.event_at, EXCLUDED.event_request_id)
-    RETURNING id, payload, version, updated_at
-"""
+_UPSERT_RESOURCES = _RESOURCES_INSERT + "%s" + _RESOURCES_NEWEST_WINS
 _UPSERT_RESOURCES_ROW = "(%s, CAST(%s AS jsonb), 1, %s, %s, now())"
-_INSERT_EVENTS = """
-    INSERT INTO events (request_id, device_id, user_id, payload, received_at, applied, idempotency_key) VALUES %s
-    ON CONFLICT (request_id) DO NOTHING
-"""
+_INSERT_EVENTS = _EVENTS_INSERT + "%s" + _EVENTS_ONCE
 _INSERT_EVENTS_ROW = "(%s, %s, %s, CAST(%s AS jsonb), %s, %s, %s)"
 
 
