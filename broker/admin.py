@@ -27,18 +27,9 @@ def consumer_lag(options: dict[str, Any], group_id: str, topics: list[str]) -> d
     A partition the group never committed counts from its earliest offset (what it would read).
     ``options`` are kafka-python client options (see ``brokers.kafka.client_options``).
     """
+    admin = _admin(options)
     try:
-        admin = KafkaAdminClient(**options)
-    except KafkaError as exc:
-        raise BrokerUnavailable(f"cannot connect to Kafka: {exc}") from exc
-    try:
-        tps = [
-            KafkaTopicPartition(t["name"], p["partition_index"])
-            for t in admin.describe_topics(topics)
-            for p in t["partitions"]
-        ]
-        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
-        starts = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in tps})
+        tps, starts, ends = _offset_bounds(admin, topics)
         committed = admin.list_group_offsets({group_id: None}).get(group_id, {})
     finally:
         admin.close()
@@ -91,15 +82,28 @@ def oldest_unprocessed_age_s(options: dict[str, Any], report: dict[str, Any], ti
 
 def topic_size(options: dict[str, Any], topic: str) -> int:
     """How many records ``topic`` holds (end - earliest offsets, over its partitions)."""
-    admin = KafkaAdminClient(**options)
+    admin = _admin(options)
     try:
-        tps = [KafkaTopicPartition(t["name"], p["partition_index"]) for t in admin.describe_topics([topic])
-               for p in t["partitions"]]  # fmt: skip
-        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
-        starts = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in tps})
+        tps, starts, ends = _offset_bounds(admin, [topic])
     finally:
         admin.close()
     return sum(ends[tp].offset - starts[tp].offset for tp in tps)
+
+
+def _admin(options: dict[str, Any]) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(**options)
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot connect to Kafka: {exc}") from exc
+
+
+def _offset_bounds(admin: KafkaAdminClient, topics: list[str]) -> tuple[list[KafkaTopicPartition], Any, Any]:
+    """The topics' partitions, with their earliest and end offsets."""
+    tps = [KafkaTopicPartition(t["name"], p["partition_index"]) for t in admin.describe_topics(topics)
+           for p in t["partitions"]]  # fmt: skip
+    ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
+    starts = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in tps})
+    return tps, starts, ends
 
 
 def describe_dead_letter(record: Any, *, show_body: bool = False) -> dict[str, Any]:
@@ -206,10 +210,7 @@ def replay_dead_letters(
 
 def describe_group(options: dict[str, Any], group_id: str) -> dict[str, Any]:
     """The group's state and live members, each with its host and assigned partitions."""
-    try:
-        admin = KafkaAdminClient(**options)
-    except KafkaError as exc:
-        raise BrokerUnavailable(f"cannot connect to Kafka: {exc}") from exc
+    admin = _admin(options)
     try:
         group = admin.describe_groups([group_id])[group_id]
     finally:

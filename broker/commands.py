@@ -58,12 +58,12 @@ def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace, publisher
     topics = args.topics or sorted(broker.get_declared_topics())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    options = client_options(broker)
     while True:
-        report = consumer_lag(client_options(broker), args.group, topics)
+        report = consumer_lag(options, args.group, topics)
         try:  # for the alarms: how old the backlog is, and how many dead letters there are
-            report["oldest_age_s"] = round(oldest_unprocessed_age_s(client_options(broker), report), 1)
-            dlq = broker.dead_letter_topic
-            report["dead_letters"] = {dlq: topic_size(client_options(broker), dlq)}
+            report["oldest_age_s"] = round(oldest_unprocessed_age_s(options, report), 1)
+            report["dead_letters"] = {broker.dead_letter_topic: topic_size(options, broker.dead_letter_topic)}
         except (BrokerError, KafkaError) as exc:
             report["extra_error"] = str(exc)
         if args.publish:
