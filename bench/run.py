@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers import free_port, http, start_group_at_end, wait_for  # noqa: E402
+
 BIN = ROOT / ".stack" / "bin"
 PEERS_PY = ROOT / ".stack" / "bench-venv" / "bin" / "python"
 PY = sys.executable
@@ -74,31 +76,9 @@ def say(message: str) -> None:
 # ------------------------------------------------------------------ processes
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {what} did not happen within {timeout}s")
-        time.sleep(0.05)
-
-
 def _answers(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status < 500
-    except urllib.error.HTTPError as error:
-        return error.code < 500
+        return http("GET", url)[0] < 500
     except OSError:
         return False
 
@@ -118,7 +98,7 @@ def gunicorn(app: str, env: dict[str, str], probe: str = "/healthz") -> Iterator
                             stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _answers(url + probe), 30, f"{app} answering")
+        wait_for(lambda: _answers(url + probe), timeout=30, message=f"{app} answering")
         yield url, proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -240,7 +220,8 @@ def bench_http(seconds: int) -> None:
     # as deployed: INFO, one JSON log line per request (to a file); limits out of the way
     api_env = {"CACHE_TTL_SECONDS": "3600", "RATE_LIMIT_EVENTS": "10000000/second", "LOG_LEVEL": "INFO"}
     with gunicorn("wsgi:app", api_env) as (url, proc):
-        _post(url, device, auth)
+        body = {"device_id": device, "payload": {"status": "online"}}
+        assert http("POST", f"{url}/events", auth["Authorization"].removeprefix("Bearer "), body)[0] == 202
         _store_resource(device)  # no worker runs here: the row the GETs read is stored directly
         hit = http_figure("get_hit", f"{url}/resource/{device}", proc, seconds, auth)
         post = http_figure("post_worker_stopped", f"{url}/events", proc, seconds, auth,
@@ -256,16 +237,6 @@ def bench_http(seconds: int) -> None:
     ROWS.append(Row("CPU ms per GET hit (gunicorn)", hit["cpu_ms_per_request"], bare_cpu, "bare Flask", "ms"))
     ROWS.append(Row("CPU ms per POST (gunicorn)", post["cpu_ms_per_request"], bare_cpu, "bare Flask", "ms"))
     DETAILS["post_max_rate"] = post["best"]
-
-
-def _post(url: str, device: str, auth: dict) -> None:
-    import urllib.request
-
-    body = json.dumps({"device_id": device, "payload": {"status": "online"}}).encode()
-    request = urllib.request.Request(f"{url}/events", data=body, method="POST",
-                                     headers={**auth, "Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 202
 
 
 def _engine():
@@ -482,8 +453,8 @@ def bench_storage(devices: int, rounds: int) -> None:
             finished = time.perf_counter()
             drained = len(events) / (finished - started)
             steady = (len(events) - len(events) // 10) / (finished - (tenth or started))
-            wait_until(lambda: consumer_lag(broker.client_options, group, [topic])["total_lag"] == 0, 60,
-                       "every offset committed")  # fmt: skip
+            wait_for(lambda: consumer_lag(broker.client_options, group, [topic])["total_lag"] == 0, timeout=60,
+                     message="every offset committed")  # fmt: skip
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
@@ -518,7 +489,6 @@ def bench_ingest(seconds: int, rate: int) -> None:
     freshness (202 -> GET shows the new payload) at half the measured max POST rate."""
     from broker.admin import consumer_lag
     from core.settings import load_settings
-    from tests.helpers import start_group_at_end
 
     settings = load_settings(require_jwt=False)
     group = f"bench-ingest-{uuid.uuid4().hex[:8]}"
