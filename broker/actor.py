@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
 from broker.broker import Broker, SendFuture, _global_broker_or_none, _register_global_actor, get_broker
+from broker.cron import Cron
 from broker.message import Message
 from broker.middleware import default_middleware
 
@@ -15,7 +16,7 @@ R = TypeVar("R")
 
 DEFAULT_TOPIC = "default"
 _TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
-_BUILTIN_OPTIONS = frozenset().union(*(m.actor_options for m in default_middleware)) | {"key"}
+_BUILTIN_OPTIONS = frozenset().union(*(m.actor_options for m in default_middleware)) | {"key", "ordered", "periodic"}
 
 
 class Call(NamedTuple):
@@ -136,6 +137,7 @@ class Actor(Generic[P, R]):
         headers: dict[str, str] | None = None,
         wait: bool = True,
         timeout_ms: int | None = None,
+        delay: int | None = None,
         **options: Any,
     ) -> Message | SendFuture:
         """Like :meth:`send`, with a Kafka ``key`` (ordering), message ``headers`` and options.
@@ -146,9 +148,12 @@ class Actor(Generic[P, R]):
 
         With ``wait=False`` it returns a :class:`SendFuture` at once; call ``broker.flush()`` and
         then ``future.result()`` to learn the outcome (see also :meth:`send_many`).
+
+        With ``delay`` (ms, up to 7 days) the message runs no earlier than that: it waits in the
+        delay topics, holding no partition or key meanwhile (:mod:`broker.delays`).
         """
         message = self.message_with_options(args=args, kwargs=kwargs, key=key, headers=headers, **options)
-        return self.broker.enqueue(message, wait=wait, timeout_ms=timeout_ms)
+        return self.broker.enqueue(message, wait=wait, timeout_ms=timeout_ms, delay=delay)
 
     def send_many(self, calls: Iterable[tuple[Any, ...] | Message], *, timeout_ms: int | None = None) -> list[Message]:
         """Enqueue many calls (argument tuples, or messages from :meth:`message_with_options`) in
@@ -187,7 +192,10 @@ def actor(
       **options: ``max_retries``, ``min_backoff``, ``max_backoff`` (ms), ``throws``, ``retry_when``,
         ``transient`` (exception types meaning a dependency failed: waited for, never dead-lettered),
         ``time_limit`` (ms), ``key`` (``key(*args, **kwargs) -> str``, the Kafka key for ``send``),
-        plus options of custom middleware.
+        ``ordered`` (default True: a failed message retries in place and holds its key; False: it
+        is retried as a delayed message and its key moves on), ``periodic`` (a cron expression,
+        UTC: ``worker.py scheduler`` enqueues a run at each time it names, see
+        :mod:`broker.scheduler`), plus options of custom middleware.
 
     Raises:
       ValueError: for unknown options or an invalid topic name (at decoration time).
@@ -212,6 +220,13 @@ def actor(
         for name_ in ("key", "retry_when"):
             if options.get(name_) is not None and not callable(options[name_]):
                 raise ValueError(f"actor {name!r}: option {name_!r} must be callable")
+        if not isinstance(options.get("ordered", True), bool):
+            raise ValueError(f"actor {name!r}: option 'ordered' must be True or False")
+        if options.get("periodic") is not None:
+            try:
+                options["periodic"] = Cron.parse(options["periodic"])
+            except ValueError as exc:
+                raise ValueError(f"actor {name!r}: option 'periodic': {exc}") from None
         instance = Actor(fn, actor_name=name, topic=topic, options=options, broker=broker)
         if broker is not None:
             broker.declare_actor(instance)

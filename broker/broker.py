@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from broker import delays
 from broker.consumer import Consumer, RebalanceListener, Record
 from broker.errors import ActorNotFound, BrokerUnavailable, DuplicateActor, NoBrokerConfigured
 from broker.message import Message, format_timestamp, utcnow
@@ -52,6 +53,8 @@ class Broker:
         (``TimeLimit``, ``Retries``, ``Logging``).
       dead_letter_topic: where failed messages go.
       send_timeout_ms: how long ``send`` waits for the broker's acknowledgement.
+      delay_prefix: names the delay topics (``<prefix>-1s`` ... ``<prefix>-1d``, see
+        :mod:`broker.delays`); ``None`` turns delayed messages off.
     """
 
     def __init__(
@@ -60,8 +63,10 @@ class Broker:
         *,
         dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC,
         send_timeout_ms: int = 5000,
+        delay_prefix: str | None = delays.DEFAULT_DELAY_PREFIX,
     ) -> None:
         self.actors: dict[str, Actor] = {}
+        self.delay_prefix = delay_prefix
         self.middleware: list[Middleware] = []
         self.dead_letter_topic = dead_letter_topic
         self.send_timeout_ms = send_timeout_ms
@@ -116,19 +121,49 @@ class Broker:
 
     # ------------------------------------------------------------ enqueueing
 
-    def enqueue(self, message: Message, *, wait: bool = True, timeout_ms: int | None = None) -> Any:
+    @property
+    def delay_topics(self) -> list[str]:
+        """The delay topics this broker writes delayed messages to (empty: delays are off)."""
+        return delays.tier_topics(self.delay_prefix) if self.delay_prefix else []
+
+    def enqueue(
+        self, message: Message, *, wait: bool = True, timeout_ms: int | None = None, delay: int | None = None
+    ) -> Any:
         """Send ``message``. With ``wait`` (the default) return it once the broker acked it, or raise
-        :class:`BrokerUnavailable` within ``timeout_ms``; without, return a :class:`SendFuture`."""
+        :class:`BrokerUnavailable` within ``timeout_ms``; without, return a :class:`SendFuture`.
+
+        With ``delay`` (ms, at most 7 days) the message gets an ``eta`` option and runs no earlier;
+        a message whose ``eta`` is in the future goes to the delay topics (:mod:`broker.delays`).
+        """
+        if delay is not None:
+            eta = delays.now_ms() + delays.check_delay(delay)
+            message = message.copy(options={**message.options, "eta": eta})
         self.emit_before("enqueue", message)
         value = message.encode()  # EncodeError here, in the sender, not later in a worker
         key = message.key.encode("utf-8") if message.key is not None else None
-        waiter = self._produce(message.topic, key, value, [])
+        topic, headers = self._destination(message)
+        waiter = self._produce(topic, key, value, headers)
         future = SendFuture(message, waiter, timeout_ms if timeout_ms is not None else self.send_timeout_ms)
         if not wait:
             return future
         future.result()
         self.emit_after("enqueue", message)
         return message
+
+    def _destination(self, message: Message) -> tuple[str, list[tuple[str, bytes]]]:
+        """The topic (and headers) a message is written to: its own, or a delay topic."""
+        eta = message.options.get("eta")
+        if eta is None:
+            return message.topic, []
+        if isinstance(eta, bool) or not isinstance(eta, int):
+            raise ValueError(f"message option 'eta' must be epoch milliseconds, not {eta!r}")
+        now = delays.now_ms()
+        if eta <= now:
+            return message.topic, []
+        delays.check_delay(eta - now)
+        if not self.delay_prefix:
+            raise ValueError("this broker has no delay topics (delay_prefix=None): it cannot delay a message")
+        return delays.route(self.delay_prefix, message.topic, eta, now)
 
     def enqueue_many(self, messages: Iterable[Message], *, timeout_ms: int | None = None) -> list[Message]:
         """Send many messages with the producer's batching, then wait for every ack.

@@ -58,6 +58,9 @@ class Consumer(Protocol):
     def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Commit]:
         """The group's last commit for each assigned partition that has one."""
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch ``tp`` from ``offset`` next (records fetched beyond it are read again)."""
+
     def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None: ...

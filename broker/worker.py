@@ -43,6 +43,7 @@ from broker import transient
 from broker.actor import Call
 from broker.broker import REASON_FAILED, REASON_UNDECODABLE, REASON_UNKNOWN_ACTOR, REASON_WORKER_ERROR, Broker
 from broker.consumer import Consumer, Record, TopicPartition
+from broker.delays import DelayForwarder, now_ms
 from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, Interrupt
 from broker.message import Message
 from broker.offsets import PartitionState, Revocation, committable, decode_done
@@ -75,6 +76,8 @@ class Worker:
       shutdown_timeout_ms: how long :meth:`stop` lets running messages finish.
       dependency_min_backoff_ms, dependency_max_backoff_ms: the wait before trying a message again
         after a dependency failed under it (doubling from the first, capped at the second, jittered).
+      forward_delays: also run a :class:`~broker.delays.DelayForwarder`, which moves delayed
+        messages to their topics when due (when the broker has delay topics).
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class Worker:
         poll_timeout_ms: int = 100,
         dependency_min_backoff_ms: int = transient.DEFAULT_MIN_BACKOFF_MS,
         dependency_max_backoff_ms: int = transient.DEFAULT_MAX_BACKOFF_MS,
+        forward_delays: bool = True,
     ) -> None:
         self.broker = broker
         self.topics = sorted(topics) if topics else None
@@ -106,6 +110,7 @@ class Worker:
         self.dependency_max_backoff_ms = dependency_max_backoff_ms
 
         self.consumer: Consumer | None = None
+        self.forwarder = DelayForwarder(broker) if forward_delays and broker.delay_prefix else None
         self.failure: BaseException | None = None  # set if the consumer thread died
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -135,6 +140,8 @@ class Worker:
         consumer_thread = threading.Thread(target=self._consume_loop, name="consumer", daemon=True)
         consumer_thread.start()
         self._threads.append(consumer_thread)
+        if self.forwarder is not None:
+            self.forwarder.start()
         self.broker.emit_after("worker_boot", self)
         log.info("worker started", extra={"topics": topics, "group": self.group_id, "threads": self.worker_threads})
 
@@ -144,6 +151,8 @@ class Worker:
             self.shutdown_timeout = timeout_ms / 1000
         self.broker.emit_before("worker_shutdown", self)
         self._stop_requested.set()
+        if self.forwarder is not None:
+            self.forwarder.stop()
         for thread in self._threads:
             thread.join(self.shutdown_timeout + 30)
         self.broker.emit_after("worker_shutdown", self)
@@ -391,7 +400,7 @@ class Worker:
                 actor = self.broker.get_actor(message.actor_name)
             except (DecodeError, ActorNotFound):
                 return None
-            work.proxy = MessageProxy(message, work.record)
+            work.proxy = _proxy(message, work.record)
         else:
             actor = self.broker.get_actor(work.proxy.actor_name)
             if work.proxy.attempt > 1 or work.proxy.dependency_failures:
@@ -556,10 +565,12 @@ class Worker:
             except ActorNotFound as exc:
                 self._dead_letter(record, exc, message, attempts=0, reason=REASON_UNKNOWN_ACTOR)
                 return None
-            work.proxy = MessageProxy(message, record)
+            work.proxy = _proxy(message, record)
         proxy = work.proxy
         actor = broker.get_actor(proxy.actor_name)
         message = proxy.message
+        if self._early(message):
+            return self._delay_again(work)
         result = exception = None
         try:
             broker.emit_before("process_message", proxy)
@@ -572,6 +583,12 @@ class Worker:
             broker.emit_after("process_message", proxy, result=result, exception=exception)
         except Interrupt:
             pass  # the limit fired after the actor returned; its outcome stands
+        except Exception as exc:
+            if exception is not None or not transient.is_transient(exc):
+                raise  # a middleware's own failure: the worker dead-letters the record
+            # a dependency failed while finishing a success (storing its result, sending the next
+            # step of a pipeline): run the message again once it is back, as for the actor itself
+            exception, proxy.transient = exc, True
         if exception is None:
             if proxy.dependency_failures:
                 log.info("the dependency is back", extra={"message_id": message.message_id})
@@ -587,12 +604,44 @@ class Worker:
         delay = proxy.retry_delay_ms
         if delay is not None and not proxy.failed:
             broker.emit("on_retry", proxy, delay)
+            if not actor.options.get("ordered", True) and self._retry_later(proxy, delay):
+                return None  # the retry is a delayed message now: the key moves on
             proxy.attempt += 1
             proxy.retry_delay_ms = None
             proxy.exception = None
             return delay
         self._dead_letter(record, exception, message, attempts=proxy.attempt, reason=REASON_FAILED)
         return None
+
+    def _early(self, message: Message) -> bool:
+        """Whether the message arrived before its eta (sent there directly, or forwarded by a
+        host whose clock runs ahead): it must not run yet, and must not hold its key."""
+        eta = message.options.get("eta")
+        return bool(self.broker.delay_prefix) and isinstance(eta, int) and eta > now_ms()
+
+    def _delay_again(self, work: _Work) -> int | None:
+        """Send an early message back to the delay topics and finish its record; if Kafka does not
+        take it, wait here (in order) and try again."""
+        assert work.proxy is not None
+        try:
+            self.broker.enqueue(work.proxy.message)
+        except (BrokerUnavailable, ValueError) as exc:
+            log.warning("could not re-delay an early message; waiting", extra={"error": str(exc)})
+            return max(1, work.proxy.message.options["eta"] - now_ms())
+        return None
+
+    def _retry_later(self, proxy: MessageProxy, delay_ms: int) -> bool:
+        """``ordered=False``: send the retry as a delayed message (same id, its attempt count in
+        the ``retries`` option) so its partition and key move on. False if Kafka did not take it:
+        the retry then happens in place, as for an ordered actor."""
+        message = proxy.message
+        retry = message.copy(options={**message.options, "retries": proxy.attempt})
+        try:
+            self.broker.enqueue(retry, delay=delay_ms)
+        except (BrokerUnavailable, ValueError) as exc:
+            log.warning("could not send a retry to the delay topics; retrying in place", extra={"error": str(exc)})
+            return False
+        return True
 
     @staticmethod
     def _is_transient(options: dict, exception: BaseException) -> bool:
@@ -618,3 +667,10 @@ class Worker:
                 log.warning("dead letter not acknowledged; retrying", extra={"error": str(error)})
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)
+
+
+def _proxy(message: Message, record: Record) -> MessageProxy:
+    """The delivery of ``message``; a retry sent as a delayed message (``ordered=False``) carries
+    how many attempts came before it in its ``retries`` option."""
+    retries = message.options.get("retries", 0)
+    return MessageProxy(message, record, attempt=retries + 1 if isinstance(retries, int) else 1)

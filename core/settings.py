@@ -56,6 +56,7 @@ class Settings:
     kafka_ssl_cafile: str | None = None  # KAFKA_SSL_CAFILE
     kafka_client_id: str = "device-backend"  # KAFKA_CLIENT_ID
     kafka_topic_dlq: str = "events-dlq"  # KAFKA_TOPIC_DLQ
+    kafka_delay_topic_prefix: str = "events-delay"  # KAFKA_DELAY_TOPIC_PREFIX (topics <prefix>-1s ... <prefix>-1d)
     kafka_consumer_group: str = "events-processor"  # KAFKA_CONSUMER_GROUP
     kafka_send_timeout_ms: int = 5000  # KAFKA_SEND_TIMEOUT_MS
     kafka_session_timeout_ms: int = 10000  # KAFKA_SESSION_TIMEOUT_MS (a dead worker leaves the group after this)

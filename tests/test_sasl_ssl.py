@@ -45,7 +45,7 @@ def test_tasks_are_sent_and_processed_over_sasl_ssl(sasl_environ, make_topic, un
     def secure(n):
         seen.append(n)
 
-    worker = Worker(broker, group_id=f"sasl-{unique}", worker_threads=2)
+    worker = Worker(broker, group_id=f"sasl-{unique}", worker_threads=2, forward_delays=False)
     worker.start()
     try:
         secure.send_many((n,) for n in range(20))

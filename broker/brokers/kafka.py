@@ -26,6 +26,7 @@ from kafka.structs import OffsetAndMetadata
 from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, Broker
 from broker.brokers import kafka_internals as internals
 from broker.consumer import RebalanceListener, Record, TopicPartition
+from broker.delays import DEFAULT_DELAY_PREFIX
 from broker.errors import BrokerError, BrokerUnavailable, MessageTooLarge
 from broker.middleware import Middleware
 from broker.offsets import Commit
@@ -93,6 +94,8 @@ class KafkaBroker(Broker):
         out at once instead of waiting; under load batches still form on their own, as records
         pile up while the one request per connection is in flight.
       producer_options, consumer_options: extra kafka-python settings.
+      delay_prefix: names the delay topics (see :mod:`broker.delays`), which must exist like the
+        actors' topics; ``None`` turns delayed messages off.
     """
 
     def __init__(
@@ -111,8 +114,11 @@ class KafkaBroker(Broker):
         linger_ms: int = 0,
         producer_options: dict[str, Any] | None = None,
         consumer_options: dict[str, Any] | None = None,
+        delay_prefix: str | None = DEFAULT_DELAY_PREFIX,
     ) -> None:
-        super().__init__(middleware, dead_letter_topic=dead_letter_topic, send_timeout_ms=send_timeout_ms)
+        super().__init__(
+            middleware, dead_letter_topic=dead_letter_topic, send_timeout_ms=send_timeout_ms, delay_prefix=delay_prefix
+        )
         self.client_options = client_options(
             bootstrap_servers, security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile, client_id
         )
@@ -405,6 +411,9 @@ class KafkaGroupConsumer:
         except KafkaError as exc:
             raise BrokerUnavailable(f"reading committed offsets failed: {exc}") from exc
         return out
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.kafka.seek(KafkaTopicPartition(*tp), offset)
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         tps = [KafkaTopicPartition(t, p) for t, p in partitions]

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, Broker, dead_letter_headers
 from broker.consumer import RebalanceListener, Record, TopicPartition
+from broker.delays import DEFAULT_DELAY_PREFIX, HEADER_TOPIC
 from broker.message import Message
 from broker.middleware import Middleware
 from broker.offsets import Commit
@@ -40,8 +41,9 @@ class StubBroker(Broker):
         *,
         partitions: int = 3,
         dead_letter_topic: str = DEFAULT_DEAD_LETTER_TOPIC,
+        delay_prefix: str | None = DEFAULT_DELAY_PREFIX,
     ) -> None:
-        super().__init__(middleware, dead_letter_topic=dead_letter_topic)
+        super().__init__(middleware, dead_letter_topic=dead_letter_topic, delay_prefix=delay_prefix)
         self.partitions = partitions
         self.topics: dict[str, list[list[Record]]] = {}
         self.committed: dict[str, dict[TopicPartition, int]] = {}
@@ -131,7 +133,8 @@ class StubBroker(Broker):
     # ------------------------------------------------------------ test helpers
 
     def join(self, topic: str, *, timeout: int | None = None, fail_fast: bool = True) -> None:
-        """Wait until every group consuming ``topic`` committed all of it (``timeout`` in ms).
+        """Wait until every group consuming ``topic`` committed all of it, and no delayed message
+        for it waits in the delay topics (``timeout`` in ms).
 
         With ``fail_fast`` re-raise the exception of a message that was dead-lettered meanwhile.
         Raises ``TimeoutError`` when the deadline passes first.
@@ -151,11 +154,24 @@ class StubBroker(Broker):
     def _consumed(self, topic: str) -> bool:
         groups = [g for g, ms in self._members.items() if any(topic in m.topics for m in ms)]
         parts = self._topic(topic)
-        return all(
+        return not self._delayed_for(topic) and all(
             self.committed.get(g, {}).get(TopicPartition(topic, p), 0) >= len(log)
             for g in groups
             for p, log in enumerate(parts)
         )
+
+    def _delayed_for(self, topic: str) -> bool:
+        """Whether a delayed message for ``topic`` waits in a delay topic (not yet forwarded)."""
+        if not self.delay_prefix:
+            return False
+        forwarded = self.committed.get(f"{self.delay_prefix}.forwarder", {})
+        wanted = topic.encode()
+        for name in self.delay_topics:
+            for p, log in enumerate(self.topics.get(name, [])):
+                for record in log[forwarded.get(TopicPartition(name, p), 0) :]:
+                    if (HEADER_TOPIC, wanted) in record.headers:
+                        return True
+        return False
 
     def flush_all(self) -> None:
         """Drop every message, dead letter and committed offset."""
@@ -256,6 +272,10 @@ class StubConsumer:
             offsets = self.broker.committed.get(self.group_id, {})
             metadata = self.broker.commit_metadata.get(self.group_id, {})
             return {tp: Commit(offsets[tp], metadata.get(tp, "")) for tp in partitions if tp in offsets}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp in self.assigned:
+            self.positions[tp] = offset
 
     def pause(self, partitions: Iterable[TopicPartition]) -> None:
         self.paused.update(partitions)

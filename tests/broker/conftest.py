@@ -12,6 +12,7 @@ from kafka import KafkaAdminClient
 from broker import Broker, KafkaBroker, StubBroker, Worker
 from broker.admin import describe_dead_letter, read_dead_letters
 from broker.consumer import TopicPartition
+from broker.delays import tier_topics
 
 
 @dataclass
@@ -22,10 +23,13 @@ class BrokerEnv:
     group: str
     admin: KafkaAdminClient | None = None
     workers: list[Worker] = field(default_factory=list)
+    has_delay_topics: bool = False
 
     def start_worker(self, **options) -> Worker:
         options.setdefault("worker_threads", 4)
         options.setdefault("commit_interval_ms", 50)
+        # on Kafka the delay topics exist only for tests that ask for them (the delay_env fixture)
+        options.setdefault("forward_delays", self.kind == "stub" or self.has_delay_topics)
         worker = Worker(self.broker, group_id=self.group, topics=[self.topic], **options)
         worker.start()
         self.workers.append(worker)
@@ -78,6 +82,19 @@ def env(request, settings, unique) -> Iterator[BrokerEnv]:
     for worker in result.workers:
         worker.stop(timeout_ms=5000)
     broker.close()
+
+
+@pytest.fixture
+def delay_env(env: BrokerEnv, request, unique) -> BrokerEnv:
+    """``env`` with delay topics of its own (on Kafka: seven fresh topics, one per tier)."""
+    prefix = f"delays-{unique}"
+    if env.kind == "kafka":
+        make_topic = request.getfixturevalue("make_topic")
+        for name in tier_topics(prefix):
+            make_topic(partitions=2, name=name)
+    env.broker.delay_prefix = prefix
+    env.has_delay_topics = True
+    return env
 
 
 __all__ = ["BrokerEnv", "TopicPartition"]

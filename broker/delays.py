@@ -1,0 +1,297 @@
+"""Delayed messages on Kafka: delay topics in tiers, each forwarded when its head is due.
+
+A message sent with ``delay=ms`` (its ``eta`` option, epoch ms) does not go to its actor's topic
+but to one of a few *delay topics*, one per fixed wait (1 s, 10 s, 1 min, 10 min, 1 h, 6 h, 1 d):
+the longest wait that does not overshoot what remains, or the shortest. A record in tier *T*
+is due at ``min(written + T, eta)``, kept in its ``delay.until`` header. Because every record of
+a tier waits the same *T*, a tier partition is in due order: the forwarder only ever looks at
+its head. When the head is not due, it seeks back to it and pauses that partition until it is;
+other partitions, and every actor topic, keep flowing. When it is due, the forwarder writes the
+record on: to its actor's topic (same key, same value) if the eta has come, else to the next
+tier. It commits a tier partition only past records whose forward Kafka acknowledged.
+
+What this gives:
+
+* **Never early.** A message reaches its topic no earlier than its eta (by the forwarding
+  host's clock; the worker re-delays one that arrives early by another host's clock).
+* **Late by little.** A record leaves its tier within a poll of being due. Only the
+  shortest tier holds records that wait less than the tier (delays under 1 s), and those can
+  wait behind an earlier record for up to 1 s.
+* **Nothing blocks.** A delayed message holds no partition of its actor's topic and no key:
+  messages sent after it with the same key run at once, and it takes its place in its key's
+  order when it is due (it is appended to the topic then).
+* **Survives restarts and rebalances.** Its state is the record in Kafka and the forwarding
+  group's committed offset, not a worker's memory. A crash between a forward and its commit
+  forwards that record again (same message id): at least once, like every delivery here.
+* **Up to 7 days** (:data:`MAX_DELAY_MS`). The delay topics' retention must exceed 1 day plus
+  the longest outage to survive (Kafka's default, 7 days, does).
+
+The forwarding group is one per delay prefix (``<prefix>.forwarder``), not per worker group, so
+any number of worker groups share the delay topics and each record is forwarded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from broker.consumer import Record, TopicPartition
+from broker.errors import BrokerUnavailable, DecodeError
+from broker.offsets import Commit
+
+if TYPE_CHECKING:
+    from broker.broker import Broker
+    from broker.consumer import Consumer
+
+log = logging.getLogger(__name__)
+
+#: The tiers: (topic suffix, wait in ms), shortest first.
+TIERS: tuple[tuple[str, int], ...] = (
+    ("1s", 1_000),
+    ("10s", 10_000),
+    ("1m", 60_000),
+    ("10m", 600_000),
+    ("1h", 3_600_000),
+    ("6h", 21_600_000),
+    ("1d", 86_400_000),
+)
+MAX_DELAY_MS = 7 * 86_400_000
+DEFAULT_DELAY_PREFIX = "delays"
+HEADER_UNTIL = "delay.until"  # epoch ms: when this record is due out of its tier
+HEADER_ETA = "delay.eta"  # epoch ms: when the message is due on its topic
+HEADER_TOPIC = "delay.topic"  # the actor's topic
+RETRY_CONNECT_S = 30
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def tier_topics(prefix: str) -> list[str]:
+    """The delay topics of ``prefix``, shortest wait first (create them with the others)."""
+    return [f"{prefix}-{suffix}" for suffix, _ in TIERS]
+
+
+def check_delay(delay: object) -> int:
+    """``delay`` as ms, or ``ValueError``: a non-negative integer of at most 7 days."""
+    if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
+        raise ValueError(f"delay must be a non-negative integer of milliseconds, not {delay!r}")
+    if delay > MAX_DELAY_MS:
+        raise ValueError(f"delay {delay} ms is longer than the longest supported, 7 days ({MAX_DELAY_MS} ms)")
+    return delay
+
+
+def route(prefix: str, topic: str, eta: int, now: int | None = None) -> tuple[str, list[tuple[str, bytes]]]:
+    """The delay topic for a message due on ``topic`` at ``eta``, and the headers its record carries."""
+    now = now_ms() if now is None else now
+    remaining = eta - now
+    suffix, wait = TIERS[0]
+    for candidate in TIERS:
+        if candidate[1] <= remaining:
+            suffix, wait = candidate
+    until = min(now + wait, eta)
+    headers = [(HEADER_UNTIL, str(until).encode()), (HEADER_ETA, str(eta).encode()), (HEADER_TOPIC, topic.encode())]
+    return f"{prefix}-{suffix}", headers
+
+
+def _header(record: Record, name: str) -> str:
+    for key, value in record.headers:
+        if key == name:
+            return value.decode("utf-8")
+    raise DecodeError(f"delay record lacks the {name} header")
+
+
+def read_headers(record: Record) -> tuple[int, int, str]:
+    """(until, eta, topic) of a delay record. Raises :class:`DecodeError` if it is not one."""
+    try:
+        return int(_header(record, HEADER_UNTIL)), int(_header(record, HEADER_ETA)), _header(record, HEADER_TOPIC)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"delay record has malformed headers: {exc}") from exc
+
+
+class _NothingInFlight:
+    """The forwarder's answer to a revocation: it commits after every batch, so nothing is pending."""
+
+    def busy(self) -> bool:
+        return False
+
+    def offsets(self) -> dict[TopicPartition, Commit]:
+        return {}
+
+    def resume_positions(self) -> dict[TopicPartition, int]:
+        return {}
+
+    def done(self, committed: dict[TopicPartition, Commit]) -> None:
+        pass
+
+
+class DelayForwarder:
+    """Consumes a broker's delay topics in the group ``<prefix>.forwarder`` and forwards each
+    record once due (see the module docstring). The worker runs one in each process."""
+
+    revoke_timeout_s = 0.0
+
+    def __init__(self, broker: Broker, *, poll_timeout_ms: int = 100, max_poll_records: int = 500) -> None:
+        if not broker.delay_prefix:
+            raise ValueError("this broker has no delay topics (delay_prefix is None)")
+        self.broker = broker
+        self.group_id = f"{broker.delay_prefix}.forwarder"
+        self.topics = tier_topics(broker.delay_prefix)
+        self.poll_timeout_ms = poll_timeout_ms
+        self.max_poll_records = max_poll_records
+        self.consumer: Consumer | None = None
+        self.forwarded = 0
+        self._held: dict[TopicPartition, int] = {}  # paused partition -> epoch ms its head is due
+        self._lock = threading.Lock()  # rebalance callbacks may run on the client's own thread
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Join the forwarding group in a background thread (never blocks the caller: while the
+        delay topics cannot be reached it logs and tries again)."""
+        self._thread = threading.Thread(target=self._run, name="delay-forwarder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.consumer = self.broker.consume(self.topics, self.group_id, listener=self)
+            except BrokerUnavailable as exc:
+                log.error(
+                    "cannot consume the delay topics; delayed messages wait until they can be",
+                    extra={"topics": self.topics, "error": str(exc)},
+                )
+                self._stop.wait(RETRY_CONNECT_S)
+                continue
+            self._loop()
+            return
+
+    def stop(self, timeout_s: float = 30) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # ------------------------------------------------------------ rebalance listener
+
+    def on_partitions_assigned(self, partitions: set[TopicPartition]) -> None:
+        self._forget(partitions)
+
+    def revoke_partitions(self, partitions: set[TopicPartition]) -> _NothingInFlight:
+        self._forget(partitions)
+        return _NothingInFlight()
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        """A partition that arrives or leaves starts afresh: fetched from the commit, unpaused."""
+        with self._lock:
+            for tp in partitions:
+                self._held.pop(tp, None)
+
+    def on_partitions_lost(self, partitions: set[TopicPartition]) -> None:
+        self.revoke_partitions(partitions)
+
+    # ------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        assert self.consumer is not None
+        try:
+            while not self._stop.is_set():
+                try:
+                    records = self.consumer.poll(self._poll_timeout(), self.max_poll_records)
+                except BrokerUnavailable as exc:
+                    log.warning("delay topics: poll failed; retrying", extra={"error": str(exc)})
+                    self._stop.wait(1)
+                    continue
+                self._release_due()
+                if records:
+                    self._forward_batch(records)
+        except Exception:
+            log.exception("the delay forwarder failed; delayed messages wait for another worker")
+        finally:
+            self.consumer.close()
+
+    def _poll_timeout(self) -> int:
+        with self._lock:
+            if not self._held:
+                return self.poll_timeout_ms
+            return max(0, min(self.poll_timeout_ms, min(self._held.values()) - now_ms()))
+
+    def _release_due(self) -> None:
+        assert self.consumer is not None
+        now = now_ms()
+        with self._lock:
+            due = [tp for tp, until in self._held.items() if until <= now]
+            for tp in due:
+                del self._held[tp]
+        if due:
+            self.consumer.resume(due)
+
+    def _forward_batch(self, records: list[Record]) -> None:
+        """Forward the due prefix of each partition's records, wait for every acknowledgement,
+        then commit past what was acknowledged; hold each partition at its first record not due."""
+        assert self.consumer is not None
+        now = now_ms()
+        sent: list[tuple[Record, Any]] = []
+        for record in records:
+            tp = record.tp
+            if tp in self._held:
+                continue  # behind a head that is not due: fetched again after the resume
+            try:
+                until, eta, topic = read_headers(record)
+            except DecodeError as exc:
+                sent.append((record, self._dead_letter(record, exc)))
+                continue
+            if until > now:
+                with self._lock:
+                    self._held[tp] = until
+                self.consumer.seek(tp, record.offset)
+                self.consumer.pause([tp])
+                continue
+            sent.append((record, self._send_on(record, topic, eta, now)))
+        self._settle(sent)
+
+    def _send_on(self, record: Record, topic: str, eta: int, now: int) -> Any:
+        if eta <= now:
+            return self.broker._produce(topic, record.key, record.value, [])
+        next_topic, headers = route(self.broker.delay_prefix, topic, eta, now)  # type: ignore[arg-type]
+        return self.broker._produce(next_topic, record.key, record.value, headers)
+
+    def _dead_letter(self, record: Record, exc: DecodeError) -> Any:
+        from broker.broker import REASON_UNDECODABLE
+
+        def wait(timeout_s: float) -> None:
+            self.broker.dead_letter(record, exc, reason=REASON_UNDECODABLE)
+
+        return wait
+
+    def _settle(self, sent: Iterable[tuple[Record, Any]]) -> None:
+        """Wait for each send in order; commit each partition up to its first failure, and move
+        its position back there (what failed, and anything after it, is forwarded again)."""
+        assert self.consumer is not None
+        timeout_s = self.broker.send_timeout_ms / 1000
+        commits: dict[TopicPartition, Commit] = {}
+        failed: set[TopicPartition] = set()
+        for record, wait in sent:
+            tp = record.tp
+            if tp in failed:
+                continue
+            try:
+                wait(timeout_s)
+            except BrokerUnavailable as exc:
+                log.warning("a delayed message was not forwarded; trying again", extra={"error": str(exc)})
+                failed.add(tp)
+                self.consumer.seek(tp, record.offset)
+                continue
+            commits[tp] = Commit(record.offset + 1, "")
+            self.forwarded += 1
+        if commits:
+            try:
+                self.consumer.commit(commits)
+            except BrokerUnavailable as exc:  # forwarded again after a rebalance: duplicates, no loss
+                log.warning("delay topics: commit failed", extra={"error": str(exc)})
+        if failed:
+            self._stop.wait(1)
