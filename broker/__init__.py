@@ -15,6 +15,7 @@ from broker.actor import Actor, Call, actor
 from broker.broker import Broker, SendFuture, get_broker, set_broker
 from broker.brokers.kafka import KafkaBroker
 from broker.brokers.stub import StubBroker
+from broker.composition import group, pipeline
 from broker.errors import (
     ActorNotFound,
     BrokerError,
@@ -57,5 +58,7 @@ __all__ = [
     "Worker",
     "actor",
     "get_broker",
+    "group",
+    "pipeline",
     "set_broker",
 ]

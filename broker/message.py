@@ -102,6 +102,11 @@ class Message:
             obj = json.loads(bytes(data))
         except (UnicodeDecodeError, ValueError, TypeError) as exc:
             raise DecodeError(f"message is not JSON: {exc}") from exc
+        return cls.from_dict(obj)
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Message:
+        """The message :meth:`asdict` gave (a pipeline carries its next step so). Raises :class:`DecodeError`."""
         if not isinstance(obj, dict):
             raise DecodeError("message is not a JSON object")
         if obj.get("v") != FORMAT_VERSION:

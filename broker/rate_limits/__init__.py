@@ -18,9 +18,11 @@ again later with backoff, and it never counts as an attempt nor leads to the dea
 
 from broker.errors import RateLimitExceeded
 from broker.rate_limits.backend import RateLimiterBackend
+from broker.rate_limits.barrier import Barrier
 from broker.rate_limits.limiters import BucketRateLimiter, ConcurrentRateLimiter, RateLimiter, WindowRateLimiter
 
 __all__ = [
+    "Barrier",
     "BucketRateLimiter",
     "ConcurrentRateLimiter",
     "RateLimitExceeded",

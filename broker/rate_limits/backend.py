@@ -1,4 +1,4 @@
-"""What a rate limiter needs from its store: four atomic counter operations (times in ms)."""
+"""What a rate limiter (and a barrier) needs from its store: atomic operations (times in ms)."""
 
 from __future__ import annotations
 
@@ -23,4 +23,11 @@ class RateLimiterBackend:
     def incr_and_sum(self, key: str, keys: Sequence[str], amount: int, maximum: int, ttl: int) -> bool:
         """Add ``amount`` to ``key`` unless the sum over ``keys`` (``key`` among them) plus
         ``amount`` would exceed ``maximum``; True if it was added."""
+        raise NotImplementedError
+
+    def add_member(self, key: str, member: str, parties: int, ttl: int) -> bool:
+        """Add ``member`` to the set ``key``; True for the member that added the set's
+        ``parties``-th distinct member, False for every other: one member completes a barrier,
+        even when members arrive twice. The completing member gets True again if it arrives again
+        (it may have failed to act on the first answer)."""
         raise NotImplementedError

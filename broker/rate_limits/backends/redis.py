@@ -28,6 +28,18 @@ redis.call('SET', KEYS[1], tonumber(redis.call('GET', KEYS[1]) or '0') + tonumbe
 return 1
 """
 
+# KEYS[1] the set, KEYS[2] who completed it; ARGV: member, parties, ttl ms
+_ADD_MEMBER = """
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+if added == 1 and redis.call('SCARD', KEYS[1]) == tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', tonumber(ARGV[3]))
+  return 1
+end
+if added == 0 and redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end
+return 0
+"""
+
 
 class RedisBackend(RateLimiterBackend):
     """Redis as the shared store: ``RedisBackend(url=...)``, ``RedisBackend(client=...)`` or the
@@ -39,6 +51,7 @@ class RedisBackend(RateLimiterBackend):
         self.client = client
         self._step = client.register_script(_STEP)
         self._incr_and_sum = client.register_script(_INCR_AND_SUM)
+        self._add_member = client.register_script(_ADD_MEMBER)
 
     def add(self, key: str, value: int, ttl: int) -> bool:
         return bool(self.client.set(key, value, px=ttl, nx=True))
@@ -51,3 +64,6 @@ class RedisBackend(RateLimiterBackend):
 
     def incr_and_sum(self, key: str, keys: Sequence[str], amount: int, maximum: int, ttl: int) -> bool:
         return bool(self._incr_and_sum(keys=[key, *keys], args=[amount, maximum, ttl]))
+
+    def add_member(self, key: str, member: str, parties: int, ttl: int) -> bool:
+        return bool(self._add_member(keys=[key, key + ":completed-by"], args=[member, parties, ttl]))

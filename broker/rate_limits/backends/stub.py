@@ -13,6 +13,8 @@ class StubBackend(RateLimiterBackend):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[str, tuple[int, float]] = {}  # key -> (value, expires at)
+        self._sets: dict[str, tuple[set[str], float]] = {}  # key -> (members, expires at)
+        self._completed_by: dict[str, str] = {}
 
     def _get(self, key: str) -> int | None:
         value, expires = self._values.get(key, (0, 0.0))
@@ -40,3 +42,16 @@ class StubBackend(RateLimiterBackend):
         with self._lock:
             total = amount + sum(self._get(k) or 0 for k in keys)
             return total <= maximum and self._put(key, (self._get(key) or 0) + amount, ttl)
+
+    def add_member(self, key: str, member: str, parties: int, ttl: int) -> bool:
+        with self._lock:
+            members, expires = self._sets.get(key, (set(), 0.0))
+            if time.monotonic() >= expires:
+                members = set()
+            added = member not in members
+            members.add(member)
+            self._sets[key] = (members, time.monotonic() + ttl / 1000)
+            if added and len(members) == parties:
+                self._completed_by[key] = member
+                return True
+            return not added and self._completed_by.get(key) == member
