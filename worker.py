@@ -1,4 +1,4 @@
-"""Worker entry point: ``python worker.py [run|lag|dlq] ...`` (see ``python worker.py run --help``).
+"""Worker entry point: ``python worker.py [run|lag|dlq|status|skip|scheduler] ...`` (see ``--help``).
 
 Builds this process's clients from the environment's settings (``core.wiring``), imports the
 task modules (``tasks`` by default) and hands over to :mod:`broker.cli`, passing it the
@@ -12,12 +12,13 @@ import sys
 
 from broker import Broker
 from broker.cli import main
-from broker.middleware import Logging, Prometheus, Retries, TimeLimit
+from broker.middleware import Logging, Pipelines, Prometheus, Retries, TimeLimit
+from broker.scheduler import RedisScheduleStore
 from core import runtime
 from core.cloudwatch import publish_lag
 from core.logging import configure_logging
 from core.settings import Settings, SettingsError, load_settings
-from core.wiring import build_clients
+from core.wiring import build_clients, make_redis
 
 
 def build_broker(settings: Settings) -> Broker:
@@ -25,7 +26,7 @@ def build_broker(settings: Settings) -> Broker:
 
     Also hands this process's clients to the tasks (``core.runtime``)."""
     configure_logging(settings.log_level)
-    clients = build_clients(settings, middleware=[Logging(), Prometheus(), Retries(), TimeLimit()])
+    clients = build_clients(settings, middleware=[Logging(), Prometheus(), Pipelines(), Retries(), TimeLimit()])
     runtime.configure(clients)
     return clients.broker
 
@@ -38,6 +39,7 @@ def run(settings: Settings, argv: list[str] | None = None) -> int:
         default_modules=["tasks"],
         default_group=settings.kafka_consumer_group,
         lag_publishers={"cloudwatch": functools.partial(publish_lag, namespace=settings.cloudwatch_namespace)},
+        schedule_store=lambda: RedisScheduleStore(client=make_redis(settings)),
     )
 
 

@@ -24,11 +24,12 @@ DEFAULT_DEAD_LETTER_TOPIC = "dead-letters"  # applications pass their own
 TRACEBACK_LIMIT = 4000  # characters kept in a dead letter's traceback header
 DLQ_HEADER_PREFIX = "dlq."
 # Why a record was dead-lettered (the ``dlq.reason`` header).
-REASON_UNDECODABLE = "undecodable"  # not a message: no value, not JSON, another format version, bad fields
+REASON_UNDECODABLE = delays.REASON_UNDECODABLE  # not a message: no value, not JSON, another format version, bad fields
 REASON_UNKNOWN_ACTOR = "unknown_actor"  # a message for an actor this worker does not have
 REASON_FAILED = "failed"  # the actor failed for good (retries exhausted, or an exception in ``throws``)
 REASON_WORKER_ERROR = "worker_error"  # the worker itself failed on this record (a bug in it or a middleware)
 REASON_SKIPPED = "skipped"  # an operator moved the group past it (``worker.py skip``)
+REASON_NO_TOPIC = delays.REASON_NO_TOPIC  # a delayed message came due for a topic that no longer exists
 
 
 class SendFuture:

@@ -7,6 +7,7 @@
     dlq replay [--actor A] [--limit N]                  re-send dead letters to their topics
     status [--group G]                                  the group's members and this host's workers
     skip --topic T --partition P --offset O [--force]   dead-letter one record, move the group past it
+    scheduler [--grace S] [modules ...]                 enqueue the periodic actors' runs (broker.scheduler)
 
 The operator commands live in :mod:`broker.commands`.
 
@@ -26,13 +27,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from broker import commands, status
 from broker.commands import BrokerFactory, LagPublisher
 from broker.errors import BrokerError
+from broker.scheduler import DEFAULT_GRACE_MS, Scheduler, ScheduleStore
 from broker.transient import DEFAULT_MAX_BACKOFF_MS
 from broker.worker import DEFAULT_GROUP, Worker
 
@@ -88,6 +90,15 @@ def make_parser(
     skip.add_argument("--offset", type=int, required=True)
     skip.add_argument("--group", default=default_group)
     skip.add_argument("--force", action="store_true", help="even while the group has live members")
+
+    scheduler = sub.add_parser("scheduler", help="enqueue the periodic actors' runs (run any number of them)")
+    scheduler.add_argument("modules", nargs="*", default=list(default_modules))
+    scheduler.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE_MS / 1000,
+        help=f"seconds: a run later than this is skipped (default {DEFAULT_GRACE_MS // 1000})",
+    )
     return parser
 
 
@@ -98,18 +109,22 @@ def main(
     default_modules: Sequence[str] = (),
     default_group: str = DEFAULT_GROUP,
     lag_publishers: Mapping[str, LagPublisher] | None = None,
+    schedule_store: Callable[[], ScheduleStore] | None = None,
 ) -> int:
     """Run one command. The application supplies its names: the modules declaring its actors, its
-    consumer group, and the services ``lag --publish NAME`` can send lag to."""
+    consumer group, the services ``lag --publish NAME`` can send lag to, and the store schedulers
+    share (``schedule_store``, needed by ``scheduler``)."""
     lag_publishers = dict(lag_publishers or {})
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("run", "lag", "dlq", "status", "skip", "-h", "--help"):
+    if not argv or argv[0] not in ("run", "lag", "dlq", "status", "skip", "scheduler", "-h", "--help"):
         argv.insert(0, "run")
     args = make_parser(default_modules, default_group, list(lag_publishers)).parse_args(argv)
     if args.command == "run":
         if args.processes > 1:
             return supervise(args)
         return run_worker(broker_factory, args)
+    if args.command == "scheduler":
+        return run_scheduler(broker_factory, args, schedule_store)
     build = commands.quiet(broker_factory)
     if args.command == "lag":
         return commands.print_lag(build, args, lag_publishers)
@@ -159,6 +174,23 @@ def run_worker(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
     status_file.stop()
     broker.close()
     return 1 if worker.failure else 0
+
+
+def run_scheduler(
+    broker_factory: BrokerFactory, args: argparse.Namespace, store_factory: Callable[[], ScheduleStore] | None
+) -> int:
+    """One scheduler process: tick until SIGTERM/SIGINT."""
+    if store_factory is None:
+        print("worker.py: this application gives the scheduler no shared store", file=sys.stderr)
+        return 2
+    broker = commands.import_actors(broker_factory, args.modules)
+    scheduler = Scheduler(broker, store_factory(), grace_ms=int(args.grace * 1000))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    scheduler.run(stop)
+    broker.close()
+    return 0
 
 
 def supervise(args: argparse.Namespace) -> int:

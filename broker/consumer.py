@@ -61,6 +61,9 @@ class Consumer(Protocol):
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Fetch ``tp`` from ``offset`` next (records fetched beyond it are read again)."""
 
+    def topic_exists(self, topic: str) -> bool:
+        """Whether the cluster has ``topic`` (from fresh metadata; False only when it answered so)."""
+
     def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None: ...

@@ -60,6 +60,8 @@ TIERS: tuple[tuple[str, int], ...] = (
 )
 MAX_DELAY_MS = 7 * 86_400_000
 DEFAULT_DELAY_PREFIX = "delays"
+REASON_UNDECODABLE = "undecodable"  # as broker.broker's dead-letter reasons (which import this module)
+REASON_NO_TOPIC = "no_topic"
 HEADER_UNTIL = "delay.until"  # epoch ms: when this record is due out of its tier
 HEADER_ETA = "delay.eta"  # epoch ms: when the message is due on its topic
 HEADER_TOPIC = "delay.topic"  # the actor's topic
@@ -168,8 +170,23 @@ class DelayForwarder:
                 )
                 self._stop.wait(RETRY_CONNECT_S)
                 continue
-            self._loop()
-            return
+            try:
+                self._loop()
+            except Exception:  # a bug must not end forwarding for good: start over from the commits
+                log.exception("the delay forwarder failed; starting it again")
+                self._stop.wait(1)
+            finally:
+                self._close()
+
+    def _close(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        with self._lock:
+            self._held.clear()
+        if consumer is not None:
+            try:
+                consumer.close()
+            except Exception:
+                log.exception("closing the delay topics' consumer failed")
 
     def stop(self, timeout_s: float = 30) -> None:
         self._stop.set()
@@ -198,21 +215,16 @@ class DelayForwarder:
 
     def _loop(self) -> None:
         assert self.consumer is not None
-        try:
-            while not self._stop.is_set():
-                try:
-                    records = self.consumer.poll(self._poll_timeout(), self.max_poll_records)
-                except BrokerUnavailable as exc:
-                    log.warning("delay topics: poll failed; retrying", extra={"error": str(exc)})
-                    self._stop.wait(1)
-                    continue
-                self._release_due()
-                if records:
-                    self._forward_batch(records)
-        except Exception:
-            log.exception("the delay forwarder failed; delayed messages wait for another worker")
-        finally:
-            self.consumer.close()
+        while not self._stop.is_set():
+            try:
+                records = self.consumer.poll(self._poll_timeout(), self.max_poll_records)
+            except BrokerUnavailable as exc:
+                log.warning("delay topics: poll failed; retrying", extra={"error": str(exc)})
+                self._stop.wait(1)
+                continue
+            self._release_due()
+            if records:
+                self._forward_batch(records)
 
     def _poll_timeout(self) -> int:
         with self._lock:
@@ -235,15 +247,16 @@ class DelayForwarder:
         then commit past what was acknowledged; hold each partition at its first record not due."""
         assert self.consumer is not None
         now = now_ms()
-        sent: list[tuple[Record, Any]] = []
+        sent: list[tuple[Record, str, Any]] = []
         for record in records:
             tp = record.tp
-            if tp in self._held:
-                continue  # behind a head that is not due: fetched again after the resume
+            with self._lock:
+                if tp in self._held:
+                    continue  # behind a head that is not due: fetched again after the resume
             try:
                 until, eta, topic = read_headers(record)
             except DecodeError as exc:
-                sent.append((record, self._dead_letter(record, exc)))
+                sent.append((record, "", self._dead_letter(record, exc, REASON_UNDECODABLE)))
                 continue
             if until > now:
                 with self._lock:
@@ -251,36 +264,52 @@ class DelayForwarder:
                 self.consumer.seek(tp, record.offset)
                 self.consumer.pause([tp])
                 continue
-            sent.append((record, self._send_on(record, topic, eta, now)))
+            if eta > now:  # not yet due on its topic: on to the next tier
+                next_topic, headers = route(self.broker.delay_prefix, topic, eta, now)  # type: ignore[arg-type]
+                sent.append((record, "", self._send(next_topic, record, headers)))
+            else:
+                sent.append((record, topic, self._send(topic, record, [])))
         self._settle(sent)
 
-    def _send_on(self, record: Record, topic: str, eta: int, now: int) -> Any:
-        if eta <= now:
-            return self.broker._produce(topic, record.key, record.value, [])
-        next_topic, headers = route(self.broker.delay_prefix, topic, eta, now)  # type: ignore[arg-type]
-        return self.broker._produce(next_topic, record.key, record.value, headers)
+    def _send(self, topic: str, record: Record, headers: list[tuple[str, bytes]]) -> Any:
+        """Start writing ``record`` to ``topic``; a failure to even start shows when waited for."""
+        try:
+            return self.broker._produce(topic, record.key, record.value, headers)
+        except BrokerUnavailable as exc:
+            error = exc
 
-    def _dead_letter(self, record: Record, exc: DecodeError) -> Any:
-        from broker.broker import REASON_UNDECODABLE
+            def failed(timeout_s: float) -> None:
+                raise error
 
+            return failed
+
+    def _dead_letter(self, record: Record, exc: Exception, reason: str) -> Any:
         def wait(timeout_s: float) -> None:
-            self.broker.dead_letter(record, exc, reason=REASON_UNDECODABLE)
+            self.broker.dead_letter(record, exc, reason=reason)
 
         return wait
 
-    def _settle(self, sent: Iterable[tuple[Record, Any]]) -> None:
+    def _settle(self, sent: Iterable[tuple[Record, str, Any]]) -> None:
         """Wait for each send in order; commit each partition up to its first failure, and move
-        its position back there (what failed, and anything after it, is forwarded again)."""
+        its position back there (what failed, and anything after it, is forwarded again).
+
+        A message whose topic is gone for good cannot be delivered and must not hold its tier for
+        ever: it is dead-lettered (reason ``no_topic``)."""
         assert self.consumer is not None
         timeout_s = self.broker.send_timeout_ms / 1000
         commits: dict[TopicPartition, Commit] = {}
         failed: set[TopicPartition] = set()
-        for record, wait in sent:
+        for record, topic, wait in sent:
             tp = record.tp
             if tp in failed:
                 continue
             try:
-                wait(timeout_s)
+                try:
+                    wait(timeout_s)
+                except BrokerUnavailable as exc:
+                    if not topic or self.consumer.topic_exists(topic):
+                        raise
+                    self._dead_letter(record, exc, REASON_NO_TOPIC)(timeout_s)
             except BrokerUnavailable as exc:
                 log.warning("a delayed message was not forwarded; trying again", extra={"error": str(exc)})
                 failed.add(tp)

@@ -412,6 +412,13 @@ class KafkaGroupConsumer:
             raise BrokerUnavailable(f"reading committed offsets failed: {exc}") from exc
         return out
 
+    def topic_exists(self, topic: str) -> bool:
+        try:
+            topics = self.kafka.topics()  # asks the cluster (not the cached metadata)
+        except KafkaError:
+            return True  # no answer: not known to be missing
+        return topic in topics
+
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.kafka.seek(KafkaTopicPartition(*tp), offset)
 

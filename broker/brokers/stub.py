@@ -273,6 +273,9 @@ class StubConsumer:
             metadata = self.broker.commit_metadata.get(self.group_id, {})
             return {tp: Commit(offsets[tp], metadata.get(tp, "")) for tp in partitions if tp in offsets}
 
+    def topic_exists(self, topic: str) -> bool:
+        return topic in self.broker.topics
+
     def seek(self, tp: TopicPartition, offset: int) -> None:
         if tp in self.assigned:
             self.positions[tp] = offset

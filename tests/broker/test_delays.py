@@ -136,7 +136,7 @@ def test_a_delayed_message_survives_a_worker_restart(delay_env):
     first = delay_env.start_worker()
     wait_for(lambda: first.forwarder.consumer is not None, timeout=30)
     messages = [later.send_with_options(args=(f"m{n}",), delay=3000 + 500 * n) for n in range(3)]
-    time.sleep(1)  # the forwarder has seen them and holds its partitions (nothing to wait for: a restart)
+    time.sleep(1)  # the restart comes while they wait (the forwarder has read them and holds their partitions)
     first.stop()
     delay_env.workers.remove(first)
     assert ledger.runs == []
@@ -230,3 +230,28 @@ def test_ordered_must_be_a_boolean():
         @actor(broker=StubBroker(), ordered="no")
         def task():
             pass
+
+
+@pytest.mark.parametrize("env", [pytest.param("kafka", marks=pytest.mark.stack)], indirect=True)
+def test_a_delayed_message_for_a_deleted_topic_is_dead_lettered_and_does_not_hold_its_tier(
+    delay_env, make_topic, kafka_admin
+):
+    ledger = Ledger()
+    doomed_topic = make_topic(partitions=1)
+
+    @actor(broker=delay_env.broker, topic=doomed_topic)
+    def orphan():
+        ledger.add("orphan")
+
+    @actor(broker=delay_env.broker, topic=delay_env.topic)
+    def ping(name):
+        ledger.add(name)
+
+    delay_env.start_worker()
+    orphan.send_with_options(key="k", delay=1000)
+    ping.send_with_options(args=("behind-it",), key="k", delay=1200)  # same key: the same tier partition
+    kafka_admin.delete_topics([doomed_topic])
+    wait_for(lambda: ledger.names() == ["behind-it"], timeout=90, message=str(ledger.runs))
+    wait_for(lambda: delay_env.dead_letters(), timeout=30)
+    [letter] = delay_env.dead_letters()
+    assert letter["reason"] == "no_topic" and letter["original.topic"].startswith("delays-")
