@@ -13,7 +13,7 @@ export APP_ENV ?= development
 export POSTGRES_PASSWORD ?= apppass
 export JWT_SECRET ?= local-dev-secret
 
-.PHONY: run test test-fast chaos up down status venv tools migrate lint format bench clean token docs
+.PHONY: run test test-fast chaos up down status venv tools migrate lint format bench clean token docs browser
 comma := ,
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -58,8 +58,15 @@ migrate: up
 run: up migrate
 	scripts/run
 
-test: up $(COMPOSE)
+test: up $(COMPOSE) browser
 	DOCKER_COMPOSE=$(CURDIR)/$(COMPOSE) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The console's browser test drives Debian's Chromium through its ChromeDriver (Selenium).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { echo "make: installing Chromium"; \
+	  sudo -n true 2>/dev/null && S=sudo; \
+	  $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
+	  || { $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; }
 
 # No server: every address points at a closed port, so a test that needs one fails here
 # instead of passing because a stack happens to run.

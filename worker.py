@@ -10,15 +10,17 @@ from __future__ import annotations
 import functools
 import sys
 
-from broker import Broker
+from broker import Broker, KafkaBroker
+from broker.admin import consumer_lag, oldest_unprocessed_age_s
 from broker.cli import main
 from broker.middleware import Logging, Pipelines, Prometheus, Retries, TimeLimit
 from broker.scheduler import RedisScheduleStore
+from broker.telemetry import Telemetry
 from core import runtime
 from core.cloudwatch import publish_lag
 from core.logging import configure_logging
 from core.settings import Settings, SettingsError, load_settings
-from core.wiring import build_clients, make_redis
+from core.wiring import build_clients, make_redis, telemetry_prefix
 
 
 def build_broker(settings: Settings) -> Broker:
@@ -27,8 +29,20 @@ def build_broker(settings: Settings) -> Broker:
     Also hands this process's clients to the tasks (``core.runtime``)."""
     configure_logging(settings.log_level)
     clients = build_clients(settings, middleware=[Logging(), Prometheus(), Pipelines(), Retries(), TimeLimit()])
+    broker = clients.broker
+    # what the /admin console charts: counts, worker states and (one process at a time) the lag
+    lag = functools.partial(sample_lag, broker, settings)
+    broker.add_middleware(Telemetry(clients.redis, lag=lag, prefix=telemetry_prefix(settings)))
     runtime.configure(clients)
-    return clients.broker
+    return broker
+
+
+def sample_lag(broker: KafkaBroker, settings: Settings) -> dict:
+    """The worker group's lag on its actors' topics, with the oldest unprocessed record's age."""
+    topics = sorted(broker.get_declared_topics())
+    report = consumer_lag(broker.client_options, settings.kafka_consumer_group, topics)
+    report["oldest_age_s"] = oldest_unprocessed_age_s(broker.client_options, report)
+    return report
 
 
 def run(settings: Settings, argv: list[str] | None = None) -> int:

@@ -65,9 +65,9 @@ class _JSONSerializer(JSONSerializer):
 
 
 def register_blueprints(app: Flask) -> None:
-    from app import events, health, metrics, openapi, resources
+    from app import admin, events, health, metrics, openapi, resources
 
-    for module in (health, events, resources, metrics, openapi):
+    for module in (health, events, resources, metrics, openapi, admin):
         app.register_blueprint(module.blueprint)
     app.extensions["openapi"] = openapi.build_spec()
 

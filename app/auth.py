@@ -97,6 +97,30 @@ def _verification_key(header: dict[str, Any], claims: dict[str, Any]) -> Any:
         raise pyjwt.InvalidTokenError(f"no usable key {kid!r} at the identity provider") from exc
 
 
+class TokenRejected(Exception):
+    """A token refused at the console's sign-in: ``status`` 401 (not valid) or 403 (no admin role)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def verify_admin_token(token: str) -> dict[str, Any]:
+    """The claims of ``token`` if it is valid under this API's policy and grants ``admin``
+    (the console's sign-in: the same checks as a request's ``Authorization`` header)."""
+    from flask_jwt_extended import decode_token
+
+    try:
+        claims = decode_token(token)
+    except Exception as exc:  # every decoding failure is the same answer: not a valid token
+        raise TokenRejected(401, "this is not a valid token, or it has expired") from exc
+    if not _within_policy({}, claims):
+        raise TokenRejected(401, "token rejected: it must expire, within JWT_MAX_TTL_SECONDS")
+    if "admin" not in _roles(claims):
+        raise TokenRejected(403, "the console is for the admin role only")
+    return claims
+
+
 def roles_required(*roles: str) -> Callable[[F], F]:
     """Allow the request if the token's ``roles`` share at least one role with ``roles``."""
     allowed = frozenset(roles)

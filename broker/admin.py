@@ -164,6 +164,86 @@ def read_dead_letters(options: dict[str, Any], dlq_topic: str, *, timeout_s: flo
         consumer.close(autocommit=False)
 
 
+def recent_dead_letters(options: dict[str, Any], dlq_topic: str, *, per_partition: int = 500) -> list[Any]:
+    """The newest ``per_partition`` records of each partition of ``dlq_topic``, newest first."""
+    consumer = KafkaConsumer(**options, enable_auto_commit=False)
+    try:
+        tps = [KafkaTopicPartition(dlq_topic, p) for p in sorted(consumer.partitions_for_topic(dlq_topic) or ())]
+        consumer.assign(tps)
+        starts, ends = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(starts[tp], ends[tp] - per_partition))
+        records = list(_records_until_end(consumer, dlq_topic, from_beginning=False, timeout_s=10))
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"reading dead letters failed: {exc}") from exc
+    finally:
+        consumer.close(autocommit=False)
+    return sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset), reverse=True)
+
+
+def read_records(options: dict[str, Any], topic: str, positions: list[tuple[int, int]]) -> list[Any]:
+    """The records of ``topic`` at (partition, offset) ``positions`` (those still there), in order."""
+    wanted = sorted(set(positions))
+    found: dict[tuple[int, int], Any] = {}
+    consumer = KafkaConsumer(**options, enable_auto_commit=False)
+    try:
+        for partition, offset in wanted:
+            tp = KafkaTopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            deadline = time.monotonic() + 5
+            while (partition, offset) not in found and time.monotonic() < deadline:
+                batch = consumer.poll(timeout_ms=500, max_records=1).get(tp, [])
+                if batch:
+                    if batch[0].offset == offset:
+                        found[(partition, offset)] = batch[0]
+                    break  # gone (deleted or compacted): the next record came instead
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"reading records failed: {exc}") from exc
+    finally:
+        consumer.close(autocommit=False)
+    return [found[p] for p in wanted if p in found]
+
+
+def replay_records(options: dict[str, Any], dlq_topic: str, records: list[Any], *, send_timeout_s: float = 10) -> int:
+    """Re-send these dead-letter records to their original topics (same key and value, error
+    headers dropped, a ``replayed_from`` header added); returns how many were sent."""
+    producer = KafkaProducer(**options, acks="all")
+    sent = 0
+    try:
+        for record in records:
+            original_topic = describe_dead_letter(record).get("original.topic")
+            if not original_topic:
+                continue
+            headers = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
+            headers.append((REPLAY_HEADER, f"{dlq_topic}:{record.partition}:{record.offset}".encode()))
+            producer.send(original_topic, key=record.key, value=record.value, headers=headers).get(
+                timeout=send_timeout_s
+            )
+            sent += 1
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"replay failed after {sent} record(s): {exc}") from exc
+    finally:
+        producer.close()
+    return sent
+
+
+def purge_topic(options: dict[str, Any], topic: str) -> int:
+    """Delete every record ``topic`` holds now (Kafka deletes only from the start of a partition:
+    up to each partition's current end). Returns how many records were deleted."""
+    admin = _admin(options)
+    try:
+        tps, starts, ends = _offset_bounds(admin, [topic])
+        doomed = {tp: ends[tp].offset for tp in tps if ends[tp].offset > starts[tp].offset}
+        if doomed:
+            admin.delete_records(doomed)
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"purging {topic!r} failed: {exc}") from exc
+    finally:
+        admin.close()
+    return sum(ends[tp].offset - starts[tp].offset for tp in doomed)
+
+
 def replay_dead_letters(
     options: dict[str, Any],
     dlq_topic: str,

@@ -176,6 +176,10 @@ class Worker:
         ``waiting_on_dependency`` (messages waiting out an outage) or ``draining``."""
         with self._lock:
             waiting = sum(1 for _, _, w in self._delayed if w.proxy is not None and w.proxy.transient)
+            retrying_by_actor: dict[str, int] = {}
+            for _, _, w in self._delayed:
+                if w.proxy is not None and not w.proxy.transient:
+                    retrying_by_actor[w.proxy.actor_name] = retrying_by_actor.get(w.proxy.actor_name, 0) + 1
             state = "waiting_on_dependency" if waiting else "running"
             if self._stop_requested.is_set():
                 state = "draining"
@@ -185,6 +189,7 @@ class Worker:
                 "partitions": sorted(f"{t}-{p}" for t, p in self._partitions),
                 "in_flight": self._in_flight,
                 "retrying": len(self._delayed) - waiting,
+                "retrying_by_actor": retrying_by_actor,
                 "waiting_on_dependency": waiting,
                 "buffered": sum(s.buffered for s in self._partitions.values()),
             }

@@ -64,6 +64,8 @@ class Settings:
     kafka_max_poll_interval_ms: int = 300000  # KAFKA_MAX_POLL_INTERVAL_MS
     kafka_request_timeout_ms: int = 30000  # KAFKA_REQUEST_TIMEOUT_MS (consumer and admin requests)
 
+    admin_session_seconds: int = 900  # ADMIN_SESSION_SECONDS (the /admin console's sign-in lifetime)
+
     cloudwatch_namespace: str = "DeviceBackend/Kafka"  # CLOUDWATCH_NAMESPACE (`worker.py lag --publish cloudwatch`)
 
     jwt_algorithm: str = "HS256"  # JWT_ALGORITHM
@@ -170,6 +172,7 @@ def _check(settings: Settings) -> list[str]:
     ):
         need(getattr(settings, name) > 0, f"{name.upper()} must be positive")
     need(settings.cache_ttl_seconds > 0, "CACHE_TTL_SECONDS must be positive")
+    need(settings.admin_session_seconds > 0, "ADMIN_SESSION_SECONDS must be positive")
     need(settings.max_body_bytes > 0, "MAX_BODY_BYTES must be positive")
     need(_valid_limits(settings.rate_limit_events), "RATE_LIMIT_EVENTS must read like '100/5 seconds;20/second'")
     need(

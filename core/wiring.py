@@ -70,3 +70,8 @@ def build_clients(
         resource_cache=ResourceCache(client, settings.cache_ttl_seconds),
         broker=broker if broker is not None else make_broker(settings, middleware),
     )
+
+
+def telemetry_prefix(settings: Settings) -> str:
+    """Where the workers' telemetry lives in Redis: per consumer group (the console reads its group's)."""
+    return f"telemetry:{settings.kafka_consumer_group}"

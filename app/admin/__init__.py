@@ -1,0 +1,5 @@
+"""The operations console (``/admin``): see :mod:`app.admin.routes`."""
+
+from app.admin.routes import blueprint
+
+__all__ = ["blueprint"]

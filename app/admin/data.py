@@ -1,0 +1,115 @@
+"""What the console shows, gathered from Kafka (live lag, the group, dead letters) and from the
+workers' telemetry in Redis (rates and lag over the last hour, live worker processes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+from broker import admin as kafka_admin
+from broker import get_broker
+from broker.errors import BrokerError
+from broker.telemetry import BUCKET_S, KINDS, TelemetryReader
+from core.settings import Settings
+
+REPLAYED_KEY = "admin:replayed"  # hash "partition:offset" -> when the console replayed that dead letter
+
+
+def kafka_options() -> dict[str, Any]:
+    """kafka-python client options: the API's own broker's (one place builds them)."""
+    options = getattr(get_broker(), "client_options", None)
+    if options is None:
+        raise BrokerError("the console needs the Kafka broker")
+    return options
+
+
+def live_lag(settings: Settings, topics: list[str]) -> dict[str, Any]:
+    """The worker group's lag now, per partition, straight from Kafka."""
+    return kafka_admin.consumer_lag(kafka_options(), settings.kafka_consumer_group, topics)
+
+
+def oldest_age(report: dict[str, Any]) -> float:
+    """How old the oldest record the group has not processed is, in seconds."""
+    return kafka_admin.oldest_unprocessed_age_s(kafka_options(), report)
+
+
+def actor_rates(reader: TelemetryReader, retrying_now: dict[str, int]) -> tuple[list[dict[str, Any]], int]:
+    """Per actor: rates over the last minute, the last hour's series, dead letters in the hour."""
+    buckets, series = reader.counts()
+    minute = 60 // BUCKET_S
+    rows = []
+    for actor in sorted(series):
+        per_kind = series[actor]
+        rows.append(
+            {
+                "actor": actor,
+                "processed_per_s": sum(per_kind["processed"][-minute:]) / 60,
+                "failed_per_s": sum(per_kind["failed"][-minute:]) / 60,
+                "retrying": retrying_now.get(actor, 0),
+                "dead_letters_hour": sum(per_kind["dead_letters"]),
+                "series": {k: [v / BUCKET_S for v in per_kind[k]] for k in KINDS},
+            }
+        )
+    return rows, len(buckets)
+
+
+def lag_series(reader: TelemetryReader) -> tuple[list[float | None], list[float | None]]:
+    """(total lag, oldest unprocessed age in s) per 10-second bucket over the last hour."""
+    _, reports = reader.lag()
+    totals = [r["total_lag"] if r else None for r in reports]
+    ages = [r.get("oldest_age_s") if r else None for r in reports]
+    return totals, ages
+
+
+def dead_letters(settings: Settings, redis: Any, *, actor: str = "", error: str = "", since_hours: float = 0) -> list:
+    """Recent dead letters (newest first), filtered; each a summary dict plus replay state."""
+    records = kafka_admin.recent_dead_letters(kafka_options(), settings.kafka_topic_dlq)
+    replayed = {k.decode(): v.decode() for k, v in redis.hgetall(REPLAYED_KEY).items()}
+    cutoff = time.time() * 1000 - since_hours * 3_600_000 if since_hours else None
+    rows = []
+    for record in records:
+        if cutoff is not None and record.timestamp < cutoff:
+            continue
+        summary = kafka_admin.describe_dead_letter(record)
+        if actor and summary.get("actor") != actor:
+            continue
+        if error and error.lower() not in (summary.get("exception.type") or "").lower():
+            continue
+        summary["replayed_at"] = replayed.get(f"{record.partition}:{record.offset}")
+        rows.append(summary)
+    return rows
+
+
+def dead_letter(settings: Settings, redis: Any, partition: int, offset: int) -> dict[str, Any] | None:
+    """One dead letter in full: its summary, every header, the message and the traceback's end."""
+    records = kafka_admin.read_records(kafka_options(), settings.kafka_topic_dlq, [(partition, offset)])
+    if not records:
+        return None
+    summary = kafka_admin.describe_dead_letter(records[0], show_body=True)
+    summary["headers"] = {k: v.decode("utf-8", "replace") for k, v in (records[0].headers or [])}
+    traceback = summary.get("exception.traceback") or ""
+    summary["traceback_summary"] = "\n".join(traceback.strip().splitlines()[-12:])
+    body = summary.get("body")
+    summary["body_text"] = json.dumps(body, indent=2, ensure_ascii=False) if isinstance(body, dict) else body
+    replayed = redis.hget(REPLAYED_KEY, f"{partition}:{offset}")
+    summary["replayed_at"] = replayed.decode() if replayed else None
+    return summary
+
+
+def replay(settings: Settings, redis: Any, positions: list[tuple[int, int]]) -> int:
+    """Replay the dead letters at ``positions``; remember when, for the list."""
+    topic = settings.kafka_topic_dlq
+    records = kafka_admin.read_records(kafka_options(), topic, positions)
+    sent = kafka_admin.replay_records(kafka_options(), topic, records)
+    if records:
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        redis.hset(REPLAYED_KEY, mapping={f"{r.partition}:{r.offset}": now for r in records})
+    return sent
+
+
+def purge(settings: Settings, redis: Any) -> int:
+    deleted = kafka_admin.purge_topic(kafka_options(), settings.kafka_topic_dlq)
+    redis.delete(REPLAYED_KEY)
+    return deleted
