@@ -56,6 +56,7 @@ class Settings:
     kafka_ssl_cafile: str | None = None  # KAFKA_SSL_CAFILE
     kafka_client_id: str = "device-backend"  # KAFKA_CLIENT_ID
     kafka_topic_dlq: str = "events-dlq"  # KAFKA_TOPIC_DLQ
+    kafka_assignor: str = "cooperative-sticky"  # KAFKA_ASSIGNOR (cooperative-sticky; range or roundrobin: eager)
     kafka_delay_topic_prefix: str = "events-delay"  # KAFKA_DELAY_TOPIC_PREFIX (topics <prefix>-1s ... <prefix>-1d)
     kafka_consumer_group: str = "events-processor"  # KAFKA_CONSUMER_GROUP
     kafka_send_timeout_ms: int = 5000  # KAFKA_SEND_TIMEOUT_MS
@@ -173,6 +174,10 @@ def _check(settings: Settings) -> list[str]:
         need(getattr(settings, name) > 0, f"{name.upper()} must be positive")
     need(settings.cache_ttl_seconds > 0, "CACHE_TTL_SECONDS must be positive")
     need(settings.admin_session_seconds > 0, "ADMIN_SESSION_SECONDS must be positive")
+    need(
+        settings.kafka_assignor in ("cooperative-sticky", "range", "roundrobin"),
+        "KAFKA_ASSIGNOR must be cooperative-sticky, range or roundrobin",
+    )
     need(settings.max_body_bytes > 0, "MAX_BODY_BYTES must be positive")
     need(_valid_limits(settings.rate_limit_events), "RATE_LIMIT_EVENTS must read like '100/5 seconds;20/second'")
     need(

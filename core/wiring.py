@@ -47,6 +47,7 @@ def make_broker(settings: Settings, middleware: Sequence[Middleware] | None = No
         **settings.kafka_options,
         dead_letter_topic=settings.kafka_topic_dlq,
         delay_prefix=settings.kafka_delay_topic_prefix,
+        assignor=settings.kafka_assignor,
         send_timeout_ms=settings.kafka_send_timeout_ms,
         middleware=middleware,
         consumer_options={

@@ -20,6 +20,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -32,6 +35,13 @@ from broker.middleware import Middleware
 from broker.offsets import Commit
 
 log = logging.getLogger(__name__)
+
+# The partition assignors a group may use: KIP-429's incremental one, or kafka-python's eager ones.
+ASSIGNORS = {
+    "cooperative-sticky": CooperativeStickyAssignor,
+    "range": RangePartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+}
 
 # Bounds on the consumer's last steps, so a drain fits a container's stop timeout: shutdown
 # timeout + COMMIT_TIMEOUT_MS + CLOSE_TIMEOUT_MS + the producer's send timeout (docs/operations.md).
@@ -96,6 +106,10 @@ class KafkaBroker(Broker):
       producer_options, consumer_options: extra kafka-python settings.
       delay_prefix: names the delay topics (see :mod:`broker.delays`), which must exist like the
         actors' topics; ``None`` turns delayed messages off.
+      assignor: how a group shares partitions. ``cooperative-sticky`` (the default, KIP-429): a
+        member joining or leaving moves only the partitions that change owner, the others keep
+        running. ``range`` or ``roundrobin``: eager, every rebalance revokes every partition.
+        One group cannot mix the two kinds (docs/operations.md: switching).
     """
 
     def __init__(
@@ -115,7 +129,11 @@ class KafkaBroker(Broker):
         producer_options: dict[str, Any] | None = None,
         consumer_options: dict[str, Any] | None = None,
         delay_prefix: str | None = DEFAULT_DELAY_PREFIX,
+        assignor: str = "cooperative-sticky",
     ) -> None:
+        if assignor not in ASSIGNORS:
+            raise ValueError(f"assignor must be one of {', '.join(ASSIGNORS)}, not {assignor!r}")
+        self.assignor = assignor
         super().__init__(
             middleware, dead_letter_topic=dead_letter_topic, send_timeout_ms=send_timeout_ms, delay_prefix=delay_prefix
         )
@@ -300,6 +318,7 @@ class KafkaBroker(Broker):
             # was a 5-minute stall (seen on fresh topics and after worker restarts). Refresh often.
             "metadata_max_age_ms": 10000,
             "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+            "partition_assignment_strategy": [ASSIGNORS[self.assignor]],
         }
         options.update(self.consumer_options)
         try:
@@ -338,9 +357,14 @@ class _ListenerAdapter(AsyncConsumerRebalanceListener):
             except KafkaError as exc:  # the next owner re-reads from the last commit: duplicates, no loss
                 log.warning("commit on revocation failed", extra={"error": str(exc)})
         # kafka-python keeps the fetch position of partitions that stay assigned; rewind them past
-        # nothing the worker has not finished.
+        # nothing the worker has not finished. Under the cooperative protocol the revoked
+        # partitions have already left the assignment (and seeking one raises): only those that
+        # stay are rewound, and under it none of them was revoked, so there is nothing to rewind.
+        still_assigned = self.consumer.kafka.assignment()
         for (topic, partition), offset in revocation.resume_positions().items():
-            self.consumer.kafka.seek(KafkaTopicPartition(topic, partition), offset)
+            tp = KafkaTopicPartition(topic, partition)
+            if tp in still_assigned:
+                self.consumer.kafka.seek(tp, offset)
         revocation.done(committed)
 
     async def on_partitions_lost(self, lost: Iterable[KafkaTopicPartition]) -> None:
