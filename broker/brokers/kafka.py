@@ -408,6 +408,8 @@ class KafkaGroupConsumer:
         internals.unstick_parked_records(self.kafka)
         try:
             batches = self.kafka.poll(timeout_ms=timeout_ms, max_records=max_records)
+            if not batches:  # a cooperative rebalance: the partitions kept are worked meanwhile
+                batches = internals.fetch_while_rejoining(self.kafka, max_records, timeout_ms)
         except KafkaError as exc:
             raise BrokerUnavailable(f"poll failed: {exc}") from exc
         records: list[Record] = []

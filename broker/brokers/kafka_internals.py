@@ -8,7 +8,14 @@ kafka-python 3.0.12 leaves three things without a public way to do them:
   (``consumer._coordinator._commit_offsets_sync_async``);
 * a fetcher bug: records parked for a paused partition are restored only when
   ``consumer._fetcher._next_partition_records is None``, but an exhausted batch leaves it falsy
-  and not None, so a resumed partition never fetches again (see :func:`unstick_parked_records`).
+  and not None, so a resumed partition never fetches again (see :func:`unstick_parked_records`);
+* ``poll()`` fetches nothing while the member takes part in a rebalance, even under the
+  cooperative protocol, whose point is that the partitions a member keeps go on being worked
+  (Java's consumer keeps fetching them). A cooperative rebalance has two rounds, and each waits
+  for the slowest member's next heartbeat, so the whole group stood still for about a heartbeat
+  interval whenever a member joined. :func:`fetch_while_rejoining` fetches the partitions still
+  owned meanwhile (``consumer._fetcher.fetch_records``; the coordinator's
+  ``_rebalance_protocol`` and ``need_rejoin()``).
 
 These names can change in any release, and a silent change would degrade the worker (a stalled
 partition, a rebalance that commits nothing). So the version is pinned (``requirements.txt``),
@@ -24,6 +31,7 @@ import inspect
 from typing import Any
 
 import kafka
+from kafka.coordinator.assignors.abstract import RebalanceProtocol
 from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTopicPartition
@@ -62,9 +70,15 @@ def check_consumer(consumer: Any) -> None:
     coordinator = getattr(consumer, "_coordinator", None)
     if coordinator is None or not callable(getattr(coordinator, "_commit_offsets_sync_async", None)):
         missing.append("_coordinator._commit_offsets_sync_async")
+    if coordinator is None or not hasattr(coordinator, "_rebalance_protocol"):
+        missing.append("_coordinator._rebalance_protocol")
+    if coordinator is None or not callable(getattr(coordinator, "need_rejoin", None)):
+        missing.append("_coordinator.need_rejoin")
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is None or not hasattr(fetcher, "_next_partition_records"):
         missing.append("_fetcher._next_partition_records")
+    if fetcher is None or not callable(getattr(fetcher, "fetch_records", None)):
+        missing.append("_fetcher.fetch_records")
     if missing:
         raise KafkaInternalsError(
             f"this kafka-python's KafkaConsumer lacks {', '.join('KafkaConsumer.' + m for m in missing)}, "
@@ -93,3 +107,15 @@ def unstick_parked_records(consumer: Any) -> None:
     current = fetcher._next_partition_records
     if current is not None and not current:
         fetcher._next_partition_records = None
+
+
+def fetch_while_rejoining(consumer: Any, max_records: int, timeout_ms: int) -> dict[Any, list[Any]]:
+    """Records of the partitions this member still owns, fetched while a cooperative rebalance
+    is under way (``poll()`` returns none then; see the module docstring). Empty otherwise."""
+    coordinator = consumer._coordinator
+    if coordinator._rebalance_protocol != RebalanceProtocol.COOPERATIVE or not coordinator.need_rejoin():
+        return {}
+    if not consumer.assignment():
+        return {}
+    records, _ = consumer._fetcher.fetch_records(max_records, update_offsets=True, timeout_ms=timeout_ms)
+    return records

@@ -5,6 +5,7 @@ those) and on Kafka with the cooperative-sticky assignor, the KafkaBroker's defa
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -85,3 +86,54 @@ def test_an_eager_assignor_still_works_and_revokes_everything(settings, make_top
 def test_an_unknown_assignor_is_refused():
     with pytest.raises(ValueError, match="assignor"):
         KafkaBroker(assignor="sticky-ish")
+
+
+@pytest.mark.stack
+def test_partitions_a_member_keeps_are_worked_while_a_cooperative_rebalance_runs(settings, make_topic, unique):
+    """kafka-python's poll() fetches nothing during a rebalance; the consumer fetches the kept
+    partitions itself meanwhile. Without that, a join stalled every partition for about a
+    heartbeat interval (3 s by default here, twice: the cooperative protocol's two rounds)."""
+    topic = make_topic(partitions=6)
+    broker = KafkaBroker(**settings.kafka_options, dead_letter_topic=topic, delay_prefix=None)
+    completions: list[float] = []
+    group = f"coop-{unique}"
+
+    @actor(broker=broker, topic=topic)
+    def tick(n):
+        completions.append(time.monotonic())
+
+    stop = threading.Event()
+
+    def load():
+        n = 0
+        while not stop.is_set():
+            tick.send_many((i,) for i in range(n, n + 10))
+            n += 10
+            time.sleep(0.05)
+
+    workers = []
+    try:
+        first = Worker(broker, group_id=group, topics=[topic], commit_interval_ms=50, forward_delays=False)
+        first.start()
+        workers.append(first)
+        wait_for(lambda: len(first.status()["partitions"]) == 6, timeout=60)
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        wait_for(lambda: len(completions) > 100, timeout=30)
+        joined_at = time.monotonic()
+        second = Worker(broker, group_id=group, topics=[topic], commit_interval_ms=50, forward_delays=False)
+        second.start()
+        workers.append(second)
+        wait_for(lambda: len(second.status()["partitions"]) == 3, timeout=60)
+        settled_at = time.monotonic() + 1
+        wait_for(lambda: time.monotonic() > settled_at, timeout=5)
+        stop.set()
+        loader.join()
+        window = [t for t in completions if t >= joined_at]
+        longest = max(b - a for a, b in zip([joined_at, *window], window, strict=False))
+        assert longest < 2.0, f"the group stood still for {longest:.2f} s during the join"
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.stop(timeout_ms=5000)
+        broker.close()
