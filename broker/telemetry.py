@@ -138,8 +138,7 @@ class Telemetry(Middleware):
                 return
             self.client.pexpire(lease, ttl_ms)
         report = {**self.lag(), "at": now}
-        key = f"{self.prefix}:lag:{bucket_of(now)}"
-        self.client.set(key, json.dumps(report), ex=RETENTION_S + 60)
+        store_lag_sample(self.client, self.prefix, report)
         self.client.set(f"{self.prefix}:lag:latest", json.dumps(report), ex=RETENTION_S + 60)
 
     def _forget_self(self) -> None:
@@ -148,6 +147,15 @@ class Telemetry(Middleware):
             self.client.hdel(f"{self.prefix}:workers", self.member)
         except Exception as exc:
             log.warning("telemetry not cleared", extra={"error": str(exc)})
+
+
+def store_lag_sample(client: Any, prefix: str, report: dict[str, Any]) -> None:
+    """Keep ``report`` as its 10-second bucket's lag sample, unless the bucket already holds a
+    larger total: a chart of the hour shows each bucket's peak, not whichever sample came last."""
+    key = f"{prefix}:lag:{bucket_of(report['at'])}"
+    held = client.get(key)
+    if held is None or json.loads(held).get("total_lag", 0) <= report.get("total_lag", 0):
+        client.set(key, json.dumps(report), ex=RETENTION_S + 60)
 
 
 class TelemetryReader:
@@ -186,9 +194,7 @@ class TelemetryReader:
     def record_lag(self, report: dict[str, Any]) -> None:
         """Keep a lag report measured elsewhere (the console's own reading, taken when no worker
         samples) as this bucket's sample, so the chart goes on while no worker runs."""
-        now = time.time()
-        value = json.dumps({**report, "at": now})
-        self.client.set(f"{self.prefix}:lag:{bucket_of(now)}", value, ex=RETENTION_S + 60)
+        store_lag_sample(self.client, self.prefix, {**report, "at": time.time()})
 
     def latest_lag(self) -> dict[str, Any] | None:
         value = self.client.get(f"{self.prefix}:lag:latest")

@@ -55,12 +55,21 @@ def actor_rates(reader: TelemetryReader, retrying_now: dict[str, int]) -> tuple[
     return rows, len(buckets)
 
 
-def lag_series(reader: TelemetryReader) -> tuple[list[float | None], list[float | None]]:
-    """(total lag, oldest unprocessed age in s) per 10-second bucket over the last hour."""
+def lag_series(
+    reader: TelemetryReader,
+) -> tuple[list[float | None], list[float | None], dict[str, list[float | None]]]:
+    """(total lag, oldest unprocessed age in s, {"topic-partition": lag}) per 10-second bucket
+    over the last hour."""
     _, reports = reader.lag()
     totals = [r["total_lag"] if r else None for r in reports]
     ages = [r.get("oldest_age_s") if r else None for r in reports]
-    return totals, ages
+    names = sorted({f"{p['topic']}-{p['partition']}" for r in reports if r for p in r.get("partitions", [])})
+    per_partition: dict[str, list[float | None]] = {name: [] for name in names}
+    for report in reports:
+        lags = {f"{p['topic']}-{p['partition']}": p["lag"] for p in (report or {}).get("partitions", [])}
+        for name in names:
+            per_partition[name].append(lags.get(name))
+    return totals, ages, per_partition
 
 
 def dead_letters(settings: Settings, redis: Any, *, actor: str = "", error: str = "", since_hours: float = 0) -> list:

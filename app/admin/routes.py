@@ -149,7 +149,9 @@ def overview() -> Any:
         for actor, n in (worker.get("retrying_by_actor") or {}).items():
             retrying[actor] = retrying.get(actor, 0) + n
     rows, _ = data.actor_rates(reader, retrying)
+    actors = get_broker().actors
     for row in rows:
+        row["topic"] = actors[row["actor"]].topic if row["actor"] in actors else "\u2013"
         row["charts"] = [
             line_chart(row["series"]["processed"], label="processed", unit="/s"),
             line_chart(row["series"]["failed"], label="failed", unit="/s"),
@@ -164,7 +166,11 @@ def overview() -> Any:
             reader.record_lag(lag)
     except BrokerError as exc:
         lag_error = str(exc)
-    totals, ages = data.lag_series(reader)
+    totals, ages, per_partition = data.lag_series(reader)
+    if lag:
+        for p in lag["partitions"]:
+            series = per_partition.get(f"{p['topic']}-{p['partition']}", [])
+            p["chart"] = line_chart(series, label="lag", unit="") if series else ""
     return render_template(
         "admin/overview.html",
         rows=rows,
