@@ -408,8 +408,10 @@ class Worker:
             work.proxy = _proxy(message, work.record)
         else:
             actor = self.broker.get_actor(work.proxy.actor_name)
-            if work.proxy.attempt > 1 or work.proxy.dependency_failures:
-                return None  # a retry keeps its own backoff and attempt count
+        if work.proxy.attempt > 1 or work.proxy.dependency_failures:
+            return None  # a retry (in place, or sent as a delayed message) keeps its own attempt count
+        if self._early(work.proxy.message):
+            return None  # not due yet: _process sends it back to the delay topics
         return actor if getattr(actor, "batch_fn", None) is not None else None
 
     def _gather_batch(self, first: _Work) -> tuple[list[_Work], list[_Work]]:

@@ -62,8 +62,10 @@ def settings() -> Settings:
     return load_settings({**TEST_DEFAULTS, **os.environ})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def kafka_admin(settings: Settings) -> Iterator[KafkaAdminClient]:
+    """A fresh admin client per test: tests/api/test_outages.py restarts Kafka, and a client that
+    saw it go is refused for a while (NodeNotReadyError) by the tests that come after."""
     from broker.brokers.kafka import client_options
 
     admin = KafkaAdminClient(**client_options(**settings.kafka_options), request_timeout_ms=10000)

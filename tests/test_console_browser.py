@@ -120,7 +120,8 @@ def total_lag(driver, url: str) -> int:
     from selenium.webdriver.common.by import By
 
     driver.get(f"{url}/admin/")
-    return int(driver.find_element(By.ID, "total-lag").text)
+    found = driver.find_elements(By.ID, "total-lag")  # absent while Kafka does not answer
+    return int(found[0].text) if found else -1
 
 
 def test_sign_in_watch_the_lag_and_replay_a_dead_letter_in_chromium(system, browser):

@@ -4,17 +4,41 @@ workers' telemetry in Redis (rates and lag over the last hour, live worker proce
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kafka.errors import KafkaError
 
 from broker import admin as kafka_admin
 from broker import get_broker
-from broker.errors import BrokerError
+from broker.errors import BrokerError, BrokerUnavailable
 from broker.telemetry import BUCKET_S, KINDS, TelemetryReader
 from core.settings import Settings
 
+T = TypeVar("T")
 REPLAYED_KEY = "admin:replayed"  # hash "partition:offset" -> when the console replayed that dead letter
+
+
+def _kafka_call(fn: Callable[..., T]) -> Callable[..., T]:
+    """Kafka's own errors (a coordinator not ready yet, a node away) as BrokerUnavailable, which
+    the pages show as "Kafka did not answer" instead of failing."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    return call
+
+
+@_kafka_call
+def describe_group(group_id: str) -> dict[str, Any]:
+    return kafka_admin.describe_group(kafka_options(), group_id)
 
 
 def kafka_options() -> dict[str, Any]:
@@ -25,11 +49,13 @@ def kafka_options() -> dict[str, Any]:
     return options
 
 
+@_kafka_call
 def live_lag(settings: Settings, topics: list[str]) -> dict[str, Any]:
     """The worker group's lag now, per partition, straight from Kafka."""
     return kafka_admin.consumer_lag(kafka_options(), settings.kafka_consumer_group, topics)
 
 
+@_kafka_call
 def oldest_age(report: dict[str, Any]) -> float:
     """How old the oldest record the group has not processed is, in seconds."""
     return kafka_admin.oldest_unprocessed_age_s(kafka_options(), report)
@@ -72,6 +98,7 @@ def lag_series(
     return totals, ages, per_partition
 
 
+@_kafka_call
 def dead_letters(settings: Settings, redis: Any, *, actor: str = "", error: str = "", since_hours: float = 0) -> list:
     """Recent dead letters (newest first), filtered; each a summary dict plus replay state."""
     records = kafka_admin.recent_dead_letters(kafka_options(), settings.kafka_topic_dlq)
@@ -91,6 +118,7 @@ def dead_letters(settings: Settings, redis: Any, *, actor: str = "", error: str 
     return rows
 
 
+@_kafka_call
 def dead_letter(settings: Settings, redis: Any, partition: int, offset: int) -> dict[str, Any] | None:
     """One dead letter in full: its summary, every header, the message and the traceback's end."""
     records = kafka_admin.read_records(kafka_options(), settings.kafka_topic_dlq, [(partition, offset)])
@@ -107,6 +135,7 @@ def dead_letter(settings: Settings, redis: Any, partition: int, offset: int) -> 
     return summary
 
 
+@_kafka_call
 def replay(settings: Settings, redis: Any, positions: list[tuple[int, int]]) -> int:
     """Replay the dead letters at ``positions``; remember when, for the list."""
     topic = settings.kafka_topic_dlq
@@ -118,6 +147,7 @@ def replay(settings: Settings, redis: Any, positions: list[tuple[int, int]]) -> 
     return sent
 
 
+@_kafka_call
 def purge(settings: Settings, redis: Any) -> int:
     deleted = kafka_admin.purge_topic(kafka_options(), settings.kafka_topic_dlq)
     redis.delete(REPLAYED_KEY)

@@ -50,6 +50,13 @@ def security_headers(response: Response) -> Response:
     return response
 
 
+@blueprint.errorhandler(BrokerError)
+def kafka_unavailable(exc: BrokerError) -> Any:
+    """An action or page that needs Kafka while it does not answer: say so, as a page."""
+    log.warning("console: Kafka did not answer", extra={"error": str(exc), "path": request.path})
+    return render_template("admin/done.html", message=f"Kafka did not answer: {exc}. Nothing was changed."), 503
+
+
 def _settings() -> Any:
     return current_app.config["SETTINGS"]
 
@@ -190,7 +197,7 @@ def overview() -> Any:
 def group() -> Any:
     members, error = [], None
     try:
-        described = data.kafka_admin.describe_group(data.kafka_options(), _settings().kafka_consumer_group)
+        described = data.describe_group(_settings().kafka_consumer_group)
         members = described["members"]
         state = described["state"]
     except BrokerError as exc:

@@ -255,3 +255,24 @@ def test_a_delayed_message_for_a_deleted_topic_is_dead_lettered_and_does_not_hol
     wait_for(lambda: delay_env.dead_letters(), timeout=30)
     [letter] = delay_env.dead_letters()
     assert letter["reason"] == "no_topic" and letter["original.topic"].startswith("delays-")
+
+
+def test_a_batch_capable_actor_never_runs_an_early_message_in_a_batch(delay_env):
+    ledger = Ledger()
+
+    @actor(broker=delay_env.broker, topic=delay_env.topic)
+    def store(name):
+        ledger.add(name)
+
+    @store.batched(max_size=10)
+    def store_many(calls):
+        for call in calls:
+            ledger.add(call.args[0])
+
+    delay_env.start_worker()
+    eta = now_ms() + 1200
+    early = Message(actor_name="store", topic=delay_env.topic, args=("early",), key="e", options={"eta": eta})
+    delay_env.produce_raw(early.encode(), key=b"e")
+    store.send_many((f"now-{n}",) for n in range(5))
+    wait_for(lambda: "early" in ledger.names(), timeout=30, message=str(ledger.runs))
+    assert ledger.at("early") >= eta
