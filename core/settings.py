@@ -61,7 +61,7 @@ class Settings:
     kafka_consumer_group: str = "events-processor"  # KAFKA_CONSUMER_GROUP
     kafka_send_timeout_ms: int = 5000  # KAFKA_SEND_TIMEOUT_MS
     kafka_session_timeout_ms: int = 10000  # KAFKA_SESSION_TIMEOUT_MS (a dead worker leaves the group after this)
-    kafka_heartbeat_interval_ms: int = 1000  # KAFKA_HEARTBEAT_INTERVAL_MS (how soon a member notices a rebalance)
+    kafka_heartbeat_interval_ms: int = 300  # KAFKA_HEARTBEAT_INTERVAL_MS (how soon a member notices a rebalance)
     kafka_max_poll_interval_ms: int = 300000  # KAFKA_MAX_POLL_INTERVAL_MS
     kafka_request_timeout_ms: int = 30000  # KAFKA_REQUEST_TIMEOUT_MS (consumer and admin requests)
 

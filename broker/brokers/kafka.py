@@ -36,6 +36,8 @@ from broker.offsets import Commit
 
 log = logging.getLogger(__name__)
 
+DEFAULT_HEARTBEAT_INTERVAL_MS = 300  # kafka-python's 3 s stalled every join for seconds (consumer_options overrides)
+
 # The partition assignors a group may use: KIP-429's incremental one, or kafka-python's eager ones.
 ASSIGNORS = {
     "cooperative-sticky": CooperativeStickyAssignor,
@@ -319,6 +321,8 @@ class KafkaBroker(Broker):
             "metadata_max_age_ms": 10000,
             "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
             "partition_assignment_strategy": [ASSIGNORS[self.assignor]],
+            # how soon a member notices a rebalance: a cooperative one waits for it twice
+            "heartbeat_interval_ms": DEFAULT_HEARTBEAT_INTERVAL_MS,
         }
         options.update(self.consumer_options)
         try:
