@@ -16,6 +16,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, abort, current_app, g, make_response, redirect, render_template, request, url_for
 
 from app.admin import data
@@ -55,6 +56,13 @@ def kafka_unavailable(exc: BrokerError) -> Any:
     """An action or page that needs Kafka while it does not answer: say so, as a page."""
     log.warning("console: Kafka did not answer", extra={"error": str(exc), "path": request.path})
     return render_template("admin/done.html", message=f"Kafka did not answer: {exc}. Nothing was changed."), 503
+
+
+@blueprint.errorhandler(redis.RedisError)
+def redis_unavailable(exc: redis.RedisError) -> Any:
+    """Sessions and telemetry live in Redis: while it does not answer, the console says so."""
+    log.warning("console: Redis did not answer", extra={"error": str(exc), "path": request.path})
+    return render_template("admin/done.html", message="Redis did not answer: try again shortly."), 503
 
 
 def _settings() -> Any:

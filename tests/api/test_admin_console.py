@@ -135,3 +135,15 @@ def test_a_dead_letter_is_shown_and_replayed_after_a_confirmation(client, admin,
     consumer.close()
     assert [r.value for r in replayed] == [message.encode()]
     wait_for(lambda: "replayed" in client.get(f"/admin/dead-letters/{partition}/{offset}").text, timeout=5)
+
+
+def test_a_redis_outage_is_a_503_page_not_a_crash(client, app, monkeypatch):
+    import redis
+
+    def refuse(*args, **kwargs):
+        raise redis.ConnectionError("Redis is away")
+
+    monkeypatch.setattr(app.extensions["device_backend"].clients.redis, "get", refuse)
+    client.set_cookie("admin_session", "some-session", path="/admin")
+    response = client.get("/admin/")
+    assert response.status_code == 503 and "Redis did not answer" in response.text
