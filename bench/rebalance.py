@@ -36,7 +36,7 @@ from kafka import KafkaAdminClient  # noqa: E402
 
 from broker import KafkaBroker, Message  # noqa: E402
 from core.settings import load_settings  # noqa: E402
-from tests.helpers import wait_for  # noqa: E402
+from tests.helpers import stop_processes, wait_for  # noqa: E402
 
 ASSIGNORS = ("range", "cooperative-sticky")
 
@@ -99,14 +99,7 @@ def run_mode(assignor: str, args: argparse.Namespace, settings, client: redis.Re
                  message=f"{client.llen(done_list)} of {total}")  # fmt: skip
     finally:
         sending.clear()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs, timeout=60)
         broker.close()
         admin.delete_topics([topic])
         admin.close()

@@ -76,3 +76,17 @@ def http(method: str, url: str, token: str | None = None, body: dict | None = No
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
+    """SIGTERM every process still running (a worker drains; a supervisor forwards it to its
+    children), wait for each, and SIGKILL whatever has not exited within ``timeout`` seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -26,7 +26,7 @@ import pytest
 from broker import KafkaBroker, Message
 from broker.broker import dead_letter_headers
 from broker.consumer import Record
-from tests.helpers import ROOT, free_port, http, start_group_at_end, wait_for
+from tests.helpers import ROOT, free_port, http, start_group_at_end, stop_processes, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 SECRET = "local-dev-secret"
@@ -74,13 +74,7 @@ def system(settings, make_topic, unique, tmp_path) -> Iterator[dict]:
     try:
         yield {"url": url, "dlq": dlq, "group": group, "start_worker": start_worker, "broker": broker, "logs": tmp_path}
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs, timeout=60)
         broker.close()
 
 

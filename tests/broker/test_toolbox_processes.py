@@ -18,7 +18,7 @@ from kafka import KafkaConsumer
 from broker import KafkaBroker, Message, pipeline
 from broker.delays import now_ms, tier_topics
 from broker.scheduler import HEADER_RUN_AT
-from tests.helpers import wait_for
+from tests.helpers import stop_processes, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
@@ -62,15 +62,7 @@ def toolbox(settings, make_topic, unique, redis_client, tmp_path):
 
     t.start, t.calls, t.logs = start, calls, logs
     yield t
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_processes(procs)
     broker.close()
     redis_client.delete(f"{topic}:calls")
 

@@ -17,7 +17,7 @@ from kafka.structs import TopicPartition as KTP
 
 from broker import BrokerUnavailable, KafkaBroker, Message
 from broker.brokers.kafka import client_options
-from tests.helpers import wait_for
+from tests.helpers import stop_processes, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
@@ -74,15 +74,7 @@ def proc_env(settings, make_topic, unique, redis_client, tmp_path):
 
     e.send, e.start, e.seen, e.started, e.logs, e.log_of = send, start, seen, started, logs, log_of
     yield e
-    for proc in procs:  # SIGTERM: a supervisor forwards it to its children
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_processes(procs)
     broker.close()
     redis_client.delete(f"{topic}:seen", f"{topic}:started")
 
