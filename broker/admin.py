@@ -205,6 +205,14 @@ def read_records(options: dict[str, Any], topic: str, positions: list[tuple[int,
     return [found[p] for p in wanted if p in found]
 
 
+def _resend(producer: KafkaProducer, dlq_topic: str, record: Any, topic: str, timeout_s: float) -> None:
+    """Write a dead letter back to ``topic`` as it first was (same key and value, the error
+    headers dropped, a ``replayed_from`` header added) and wait for the acknowledgement."""
+    headers = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
+    headers.append((REPLAY_HEADER, f"{dlq_topic}:{record.partition}:{record.offset}".encode()))
+    producer.send(topic, key=record.key, value=record.value, headers=headers).get(timeout=timeout_s)
+
+
 def replay_records(options: dict[str, Any], dlq_topic: str, records: list[Any], *, send_timeout_s: float = 10) -> int:
     """Re-send these dead-letter records to their original topics (same key and value, error
     headers dropped, a ``replayed_from`` header added); returns how many were sent."""
@@ -213,14 +221,9 @@ def replay_records(options: dict[str, Any], dlq_topic: str, records: list[Any], 
     try:
         for record in records:
             original_topic = describe_dead_letter(record).get("original.topic")
-            if not original_topic:
-                continue
-            headers = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
-            headers.append((REPLAY_HEADER, f"{dlq_topic}:{record.partition}:{record.offset}".encode()))
-            producer.send(original_topic, key=record.key, value=record.value, headers=headers).get(
-                timeout=send_timeout_s
-            )
-            sent += 1
+            if original_topic:
+                _resend(producer, dlq_topic, record, original_topic, send_timeout_s)
+                sent += 1
     except KafkaError as exc:
         raise BrokerUnavailable(f"replay failed after {sent} record(s): {exc}") from exc
     finally:
@@ -272,11 +275,7 @@ def replay_dead_letters(
             original_topic = summary.get("original.topic")
             if (actor is not None and summary.get("actor") != actor) or not original_topic:
                 continue
-            headers = [(k, v) for k, v in (record.headers or []) if not k.startswith(DLQ_HEADER_PREFIX)]
-            headers.append((REPLAY_HEADER, f"{dlq_topic}:{record.partition}:{record.offset}".encode()))
-            producer.send(original_topic, key=record.key, value=record.value, headers=headers).get(
-                timeout=send_timeout_s
-            )
+            _resend(producer, dlq_topic, record, original_topic, send_timeout_s)
             replayed.append(summary)
         if positions:
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in positions.items()})

@@ -55,14 +55,9 @@ def _remaining_ms(deadline: float | None) -> int | None:
 
 def _results_backend(broker: Broker, backend: ResultBackend | None) -> ResultBackend:
     """``backend``, else that of the broker's ``Results`` middleware."""
-    if backend is not None:
-        return backend
-    from broker.results import Results
+    from broker.results.middleware import results_backend
 
-    for middleware in broker.middleware:
-        if isinstance(middleware, Results):
-            return middleware.backend
-    raise RuntimeError("the broker has no Results middleware: add one, or pass backend=")
+    return backend if backend is not None else results_backend(broker)
 
 
 class pipeline:

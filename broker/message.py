@@ -60,12 +60,9 @@ class Message:
         """
         if backend is None:
             from broker.broker import get_broker
-            from broker.results import Results
+            from broker.results.middleware import results_backend
 
-            found = [m for m in get_broker().middleware if isinstance(m, Results)]
-            if not found:
-                raise RuntimeError("the broker has no Results middleware: add one, or pass backend=")
-            backend = found[0].backend
+            backend = results_backend(get_broker())
         return backend.get_result(self.message_id, block=block, timeout=timeout)
 
     def asdict(self) -> dict[str, Any]:

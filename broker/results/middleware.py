@@ -49,3 +49,12 @@ class Results(Middleware):
         store, ttl = self._options(broker, message.actor_name)
         if store:
             self.backend.store_exception(message.message_id, exception, ttl)
+
+
+def results_backend(broker: Broker) -> ResultBackend:
+    """The backend of ``broker``'s ``Results`` middleware (what ``get_result`` reads without
+    ``backend=``). Raises ``RuntimeError`` if the broker has none."""
+    for middleware in broker.middleware:
+        if isinstance(middleware, Results):
+            return middleware.backend
+    raise RuntimeError("the broker has no Results middleware: add one, or pass backend=")
