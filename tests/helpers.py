@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -10,7 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -90,3 +91,10 @@ def stop_processes(procs: list[subprocess.Popen], timeout: float = 30.0) -> None
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def worker_environ(settings: Any, **extra: str) -> dict[str, str]:
+    """The environment for a ``worker.py`` a test starts: this stack's addresses and password,
+    INFO logs, plus ``extra`` (topics, groups and the like)."""
+    return {**os.environ, "POSTGRES_PASSWORD": settings.postgres_password, "REDIS_URL": settings.redis_url,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "LOG_LEVEL": "INFO", **extra}  # fmt: skip

@@ -5,7 +5,6 @@ scheduler`` processes enqueuing each periodic run once."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from kafka import KafkaConsumer
 from broker import KafkaBroker, Message, pipeline
 from broker.delays import now_ms, tier_topics
 from broker.scheduler import HEADER_RUN_AT
-from tests.helpers import stop_processes, wait_for
+from tests.helpers import stop_processes, wait_for, worker_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
@@ -33,10 +32,8 @@ def toolbox(settings, make_topic, unique, redis_client, tmp_path):
     for name in tier_topics(prefix):
         make_topic(partitions=2, name=name)
     broker = KafkaBroker(**settings.kafka_options, dead_letter_topic=dlq, delay_prefix=prefix)
-    env = {**os.environ, "TEST_TOPIC": topic, "TEST_TOPIC_B": topic_b, "KAFKA_TOPIC_DLQ": dlq,
-           "KAFKA_DELAY_TOPIC_PREFIX": prefix, "LOG_LEVEL": "INFO",
-           "POSTGRES_PASSWORD": settings.postgres_password, "REDIS_URL": settings.redis_url,
-           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}  # fmt: skip
+    env = worker_environ(settings, TEST_TOPIC=topic, TEST_TOPIC_B=topic_b, KAFKA_TOPIC_DLQ=dlq,
+                         KAFKA_DELAY_TOPIC_PREFIX=prefix)  # fmt: skip
     procs: list[subprocess.Popen] = []
 
     class Toolbox:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from kafka.structs import TopicPartition as KTP
 
 from broker import BrokerUnavailable, KafkaBroker, Message
 from broker.brokers.kafka import client_options
-from tests.helpers import stop_processes, wait_for
+from tests.helpers import stop_processes, wait_for, worker_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
@@ -30,9 +29,7 @@ def proc_env(settings, make_topic, unique, redis_client, tmp_path):
     dlq = make_topic(partitions=3, name=f"dlq-{unique}")
     group = f"test-group-{unique}"
     broker = KafkaBroker(**settings.kafka_options, dead_letter_topic=dlq)
-    env = {**os.environ, "TEST_TOPIC": topic, "KAFKA_TOPIC_DLQ": dlq, "LOG_LEVEL": "INFO",
-           "POSTGRES_PASSWORD": settings.postgres_password, "REDIS_URL": settings.redis_url,
-           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}  # fmt: skip
+    env = worker_environ(settings, TEST_TOPIC=topic, KAFKA_TOPIC_DLQ=dlq)
     procs: list[subprocess.Popen] = []
 
     class Env:
