@@ -25,6 +25,7 @@ from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from app.errors import error_response
 from app.extensions import jwt
+from app.verified_tokens import VerifiedTokens
 from core.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,6 +48,10 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
         app.config["JWT_PUBLIC_KEY"] = settings.jwt_public_key
         app.config["JWT_SECRET_KEY"] = None
     jwt.init_app(app)
+    if settings.jwt_verified_cache_seconds > 0:
+        app.extensions["verified_tokens"] = VerifiedTokens(
+            max_age=settings.jwt_verified_cache_seconds, leeway=settings.jwt_leeway_seconds
+        )
     if settings.jwt_jwks_url and not settings.jwt_algorithm.startswith("HS"):
         # PyJWKClient caches the key set (5 minutes) and fetches it again for an unknown kid
         app.extensions["jwks_client"] = pyjwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, timeout=5)

@@ -16,6 +16,7 @@ from typing import Any
 
 import flask_jwt_extended
 import jwt as pyjwt
+from flask import current_app
 from flask_jwt_extended import JWTManager
 from flask_jwt_extended import tokens as _tokens
 from flask_jwt_extended.config import config as _config
@@ -51,11 +52,26 @@ check_internals()
 
 
 class SingleDecodeJWTManager(JWTManager):
-    """Verify each token with one PyJWT decode; the key loader sees the header and no claims."""
+    """Verify each token with one PyJWT decode; the key loader sees the header and no claims.
+
+    A token verified lately by this app is not decoded again (:mod:`app.verified_tokens`, held
+    in ``app.extensions["verified_tokens"]`` when the app enables it).
+    """
 
     def _decode_jwt_from_config(  # type: ignore[override]
         self, encoded_token: str, csrf_value: Any = None, allow_expired: bool = False
     ) -> dict:
+        verified = current_app.extensions.get("verified_tokens") if csrf_value is None and not allow_expired else None
+        if verified is not None:
+            claims = verified.get(encoded_token)
+            if claims is not None:
+                return claims
+            claims = self._verify(encoded_token, csrf_value, allow_expired)
+            verified.put(encoded_token, claims)
+            return claims
+        return self._verify(encoded_token, csrf_value, allow_expired)
+
+    def _verify(self, encoded_token: str, csrf_value: Any, allow_expired: bool) -> dict:
         header = pyjwt.get_unverified_header(encoded_token)  # base64 + JSON of the first segment
         secret = self._decode_key_callback(header, {})
         kwargs = {

@@ -77,6 +77,7 @@ class Settings:
     jwt_max_ttl_seconds: int = 86400  # JWT_MAX_TTL_SECONDS (exp - iat, or exp - now without iat)
     jwt_audience: str | None = None  # JWT_AUDIENCE (checked against aud when set)
     jwt_issuer: str | None = None  # JWT_ISSUER (checked against iss when set)
+    jwt_verified_cache_seconds: int = 60  # JWT_VERIFIED_CACHE_SECONDS (a verified token skips decoding; 0: off)
 
     max_body_bytes: int = 64 * 1024  # MAX_BODY_BYTES
     rate_limit_events: str = "100/5 seconds"  # RATE_LIMIT_EVENTS (per device and per token subject)
@@ -187,6 +188,10 @@ def _check(settings: Settings) -> list[str]:
     need(settings.jwt_algorithm in JWT_ALGORITHMS, f"JWT_ALGORITHM must be one of {', '.join(JWT_ALGORITHMS)}")
     need(settings.jwt_max_ttl_seconds > 0, "JWT_MAX_TTL_SECONDS must be positive")
     need(0 <= settings.jwt_leeway_seconds <= 300, "JWT_LEEWAY_SECONDS must be between 0 and 300")
+    need(
+        0 <= settings.jwt_verified_cache_seconds <= 3600,
+        "JWT_VERIFIED_CACHE_SECONDS must be between 0 (off) and 3600",
+    )
     if settings.jwt_algorithm.startswith("HS"):
         if not settings.jwt_secret:
             problems.append("JWT_SECRET is required for HS* algorithms")

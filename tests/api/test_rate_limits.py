@@ -39,6 +39,24 @@ def test_one_subject_posting_for_many_devices_is_limited_too(limited, make_token
     assert statuses == [202, 202, 202, 429]
 
 
+def test_a_request_refused_for_its_subject_uses_up_none_of_its_devices_allowance(
+    limited, make_token, device_id, unique
+):
+    """Both scopes are checked in one script, all or nothing."""
+    client = limited("3/10 seconds")
+    gateway = make_token(roles=("admin",), sub=f"gateway-{unique}")
+    assert [_post(client, gateway, f"{device_id}-{i}").status_code for i in range(3)] == [202, 202, 202]
+    assert _post(client, gateway, device_id).status_code == 429  # the gateway's limit, not the device's
+    device = make_token(roles=("device",), sub=f"sub-{unique}")
+    assert [_post(client, device, device_id).status_code for _ in range(4)] == [202, 202, 202, 429]
+
+
+def test_every_configured_limit_applies(limited, make_token, device_id, unique):
+    client, token = limited("5/10 seconds;2/10 seconds"), make_token(roles=("device",), sub=f"sub-{unique}")
+    refused = [_post(client, token, device_id) for _ in range(3)][-1]
+    assert refused.status_code == 429 and "2 per 10 second" in refused.json["message"]
+
+
 def test_with_redis_unreachable_the_limit_fails_open(limited, make_token, device_id, unique):
     client = limited("1/10 seconds", redis_url="redis://127.0.0.1:1/0")
     token = make_token(roles=("device",), sub=f"sub-{unique}")

@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import time
+import uuid
 
 import jwt as pyjwt
 import pytest
@@ -200,7 +201,8 @@ def test_a_request_decodes_its_token_once(client, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(pyjwt.api_jwt.PyJWT, "decode_complete", counting)
-    headers = {"Authorization": f"Bearer {_hs()}", "Content-Type": "application/json"}
+    token = _hs(sub=f"decoded-once-{uuid.uuid4().hex}")  # a token this app has not verified before
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     assert client.post("/events", data=NOT_JSON_EVENT, headers=headers).status_code == 400  # authenticated
     assert len(decodes) == 1
 
@@ -222,3 +224,61 @@ def test_an_unexpected_flask_jwt_extended_version_fails_loudly(monkeypatch):
     monkeypatch.setattr(flask_jwt_extended, "__version__", "9.9.9")
     with pytest.raises(jwt_manager.JWTInternalsError, match=r"9\.9\.9"):
         jwt_manager.check_internals()
+
+
+def _counting_decodes(monkeypatch) -> list:
+    decodes = []
+    original = pyjwt.api_jwt.PyJWT.decode_complete
+
+    def counting(self, *args, **kwargs):
+        decodes.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pyjwt.api_jwt.PyJWT, "decode_complete", counting)
+    return decodes
+
+
+def test_a_token_verified_once_is_not_decoded_again_by_the_same_app(client, monkeypatch):
+    decodes = _counting_decodes(monkeypatch)
+    headers = {
+        "Authorization": f"Bearer {_hs(sub=f'verified-once-{uuid.uuid4().hex}')}",
+        "Content-Type": "application/json",
+    }
+    for _ in range(3):
+        assert client.post("/events", data=NOT_JSON_EVENT, headers=headers).status_code == 400  # authenticated
+    assert len(decodes) == 1
+
+
+def test_a_remembered_token_still_gets_its_roles_checked_every_time(client):
+    headers = {
+        "Authorization": f"Bearer {_hs(sub=f'reader-{uuid.uuid4().hex}', roles=['user'])}",
+        "Content-Type": "application/json",
+    }
+    for _ in range(2):  # the second answer comes from the remembered claims
+        response = client.post("/events", data=NOT_JSON_EVENT, headers=headers)
+        assert response.status_code == 403 and response.json["error"] == "forbidden"
+
+
+def test_a_token_altered_after_a_good_one_was_remembered_is_a_401(client, caplog):
+    good = _hs(sub=f"device-{uuid.uuid4().hex}", roles=["user"])
+    headers = {"Authorization": f"Bearer {good}", "Content-Type": "application/json"}
+    assert client.post("/events", data=NOT_JSON_EVENT, headers=headers).status_code == 403
+    _assert_401_and_unlogged(client, _tampered(good), caplog)  # same header and signature, new claims
+
+
+def test_another_app_does_not_take_a_token_the_first_one_verified(settings, api_broker, client):
+    token = _hs(sub=f"first-app-{uuid.uuid4().hex}")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    assert client.post("/events", data=NOT_JSON_EVENT, headers=headers).status_code == 400
+    other = create_app(settings.replace(jwt_secret="another-secret-of-thirty-two-bytes!!"), broker=api_broker)
+    response = other.test_client().post("/events", data=NOT_JSON_EVENT, headers=headers)
+    assert response.status_code == 401
+
+
+def test_with_the_cache_off_every_request_decodes(settings, api_broker, monkeypatch):
+    uncached = create_app(settings.replace(jwt_verified_cache_seconds=0), broker=api_broker).test_client()
+    decodes = _counting_decodes(monkeypatch)
+    headers = {"Authorization": f"Bearer {_hs(sub=f'uncached-{uuid.uuid4().hex}')}", "Content-Type": "application/json"}
+    for _ in range(2):
+        assert uncached.post("/events", data=NOT_JSON_EVENT, headers=headers).status_code == 400
+    assert len(decodes) == 2
