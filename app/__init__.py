@@ -79,9 +79,11 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
+    from app.overload import register_load_shedding
     from app.requestlog import register_request_hooks as register
 
     register(app)
+    register_load_shedding(app, app.config["SETTINGS"].api_max_in_flight)  # after the log's hooks
 
 
 def register_commands(app: Flask) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from app.auth import roles_required
 
@@ -21,6 +21,10 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )  # fmt: skip
 CACHE = Counter("resource_cache_total", "Resource cache lookups", ["result"])  # hit | miss | error
+# load shedding (app/overload.py): how close each process is to API_MAX_IN_FLIGHT, and what it refused
+IN_FLIGHT = Gauge("http_requests_in_flight", "Requests in progress, as load shedding counts them",
+                  multiprocess_mode="livesum")  # fmt: skip
+SHED = Counter("http_requests_shed_total", "Requests refused with 503 at API_MAX_IN_FLIGHT")
 
 blueprint = Blueprint("metrics", __name__)
 

@@ -80,6 +80,7 @@ class Settings:
     jwt_verified_cache_seconds: int = 60  # JWT_VERIFIED_CACHE_SECONDS (a verified token skips decoding; 0: off)
 
     max_body_bytes: int = 64 * 1024  # MAX_BODY_BYTES
+    api_max_in_flight: int = 256  # API_MAX_IN_FLIGHT (per API process; beyond it: 503 + Retry-After; 0: off)
     rate_limit_events: str = "100/5 seconds"  # RATE_LIMIT_EVENTS (per device and per token subject)
 
     @property
@@ -180,6 +181,7 @@ def _check(settings: Settings) -> list[str]:
         "KAFKA_ASSIGNOR must be cooperative-sticky, range or roundrobin",
     )
     need(settings.max_body_bytes > 0, "MAX_BODY_BYTES must be positive")
+    need(settings.api_max_in_flight >= 0, "API_MAX_IN_FLIGHT must be 0 (off) or positive")
     need(_valid_limits(settings.rate_limit_events), "RATE_LIMIT_EVENTS must read like '100/5 seconds;20/second'")
     need(
         settings.redis_url.startswith(("redis://", "rediss://", "unix://")),

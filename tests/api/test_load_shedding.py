@@ -1,0 +1,158 @@
+"""Load shedding (app/overload.py): beyond API_MAX_IN_FLIGHT requests in progress, a request is
+answered 503 + Retry-After at once; health checks are never shed; every way out frees the slot.
+
+Requests are held in flight by a broker whose acknowledgements wait for the test, and sent from
+threads (the Flask test client serves each request in the calling thread)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from broker import StubBroker, set_broker
+from tests.helpers import free_port, http, stop_processes, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.stack  # the rate limit on POST /events reads Redis
+
+
+@pytest.fixture(autouse=True)
+def kafka_broker_back(api_broker):
+    """create_app makes its broker the process's global one: give the other tests Kafka back."""
+    yield
+    set_broker(api_broker)
+
+
+class HeldBroker(StubBroker):
+    """A stub broker whose acknowledgements come only once ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.waiting = 0
+
+    def _produce(self, topic, key, value, headers):
+        self.waiting += 1
+        self.release.wait(10)
+        return super()._produce(topic, key, value, headers)
+
+
+@pytest.fixture
+def held(settings):
+    broker = HeldBroker()
+    app = create_app(settings.replace(api_max_in_flight=2, rate_limit_events="1000/second"), broker=broker)
+    yield app, broker
+    broker.release.set()
+
+
+def _post(app, token, device):
+    return app.test_client().post(
+        "/events", json={"device_id": device, "payload": {}}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def test_a_request_beyond_the_ceiling_gets_503_at_once_and_the_admitted_ones_finish(held, make_token, unique):
+    app, broker = held
+    token = make_token(roles=("admin",), sub=f"shed-{unique}")
+    with ThreadPoolExecutor(2) as pool:
+        admitted = [pool.submit(_post, app, token, f"shed-{unique}-{i}") for i in range(2)]
+        wait_for(lambda: broker.waiting == 2, timeout=10, message="two requests waiting for Kafka")
+        refused = _post(app, token, f"shed-{unique}-late")
+        assert refused.status_code == 503 and refused.is_json
+        assert refused.json["error"] == "overloaded" and refused.headers["Retry-After"] == "1"
+        assert refused.headers["X-Request-ID"]  # logged and counted like any request
+        assert app.test_client().get("/healthz").status_code == 200  # never shed
+        broker.release.set()
+        assert [f.result(10).status_code for f in admitted] == [202, 202]
+    assert app.extensions["in_flight"].current == 0
+    assert _post(app, token, f"shed-{unique}-after").status_code == 202
+
+
+def test_every_way_out_of_a_request_frees_its_slot(held, make_token, unique):
+    app, broker = held
+    broker.release.set()
+
+    @app.get("/test-boom")
+    def boom():
+        raise RuntimeError("a bug")
+
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {make_token(roles=('admin',), sub=f'ways-{unique}')}"}
+    statuses = [
+        client.post("/events", data="not json", headers={**headers, "Content-Type": "application/json"}).status_code,
+        client.post("/events", json={"device_id": f"ways-{unique}", "payload": {}}).status_code,  # no token
+        client.get("/test-boom").status_code,
+        client.get("/nowhere").status_code,
+    ]
+    assert statuses == [400, 401, 500, 404]
+    assert app.extensions["in_flight"].current == 0
+
+
+def test_zero_turns_shedding_off(settings):
+    app = create_app(settings.replace(api_max_in_flight=0), broker=StubBroker())
+    assert "in_flight" not in app.extensions
+
+
+def _metric(url: str, token: str, name: str) -> float:
+    status, _, body = http("GET", f"{url}/metrics", token)
+    assert status == 200
+    values = [float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines() if line.startswith(name + " ")]
+    return values[0] if values else 0.0
+
+
+@pytest.mark.slow
+def test_under_gunicorn_a_kafka_stall_fills_the_ceiling_and_the_rest_is_refused_at_once(settings, make_token, unique):
+    """The real thing: gunicorn with a gevent worker, Kafka frozen from outside (SIGSTOP) so the
+    acknowledgements stop. Four requests wait for Kafka; the fifth is refused at once, health
+    checks and /metrics still answer, and once Kafka thaws the four are accepted."""
+    port = free_port()
+    env = {**os.environ, "APP_ENV": "development", "JWT_SECRET": settings.jwt_secret, "WEB_CONCURRENCY": "1",
+           "POSTGRES_PASSWORD": settings.postgres_password, "BIND": f"127.0.0.1:{port}", "API_MAX_IN_FLIGHT": "4",
+           "KAFKA_SEND_TIMEOUT_MS": "20000", "LOG_LEVEL": "WARNING"}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    api = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url, token = f"http://127.0.0.1:{port}", make_token(roles=("admin",), sub=f"stall-{unique}")
+    kafka = int((Path(os.environ.get("STACK_DIR", ROOT / ".stack")) / "run" / "kafka.pid").read_text())
+    frozen = False
+    try:
+        wait_for(lambda: _answers(url), timeout=60, message="gunicorn answers /healthz")
+        event = {"device_id": f"stall-{unique}", "payload": {}}
+        assert http("POST", f"{url}/events", token, event)[0] == 202  # the producer is connected
+        os.kill(kafka, signal.SIGSTOP)
+        frozen = True
+        with ThreadPoolExecutor(4) as pool:
+            waiting = [pool.submit(http, "POST", f"{url}/events", token, event) for _ in range(4)]
+            wait_for(lambda: _metric(url, token, "http_requests_in_flight") == 4, timeout=10,
+                     message="four requests waiting for Kafka")  # fmt: skip
+            started = time.monotonic()
+            status, headers, body = http("POST", f"{url}/events", token, event)
+            assert (status, json.loads(body)["error"], headers["Retry-After"]) == (503, "overloaded", "1")
+            assert time.monotonic() - started < 2  # at once, not after Kafka's timeout
+            assert http("GET", f"{url}/healthz")[0] == 200
+            assert _metric(url, token, "http_requests_shed_total") == 1
+            os.kill(kafka, signal.SIGCONT)
+            frozen = False
+            assert [f.result(30)[0] for f in waiting] == [202, 202, 202, 202]
+        assert _metric(url, token, "http_requests_in_flight") == 0
+    finally:
+        if frozen:
+            os.kill(kafka, signal.SIGCONT)
+        stop_processes([api])
+
+
+def _answers(url: str) -> bool:
+    try:
+        return http("GET", f"{url}/healthz")[0] == 200
+    except OSError:
+        return False
