@@ -83,7 +83,8 @@ def register_request_hooks(app: Flask) -> None:
     from app.requestlog import register_request_hooks as register
 
     register(app)
-    register_load_shedding(app, app.config["SETTINGS"].api_max_in_flight)  # after the log's hooks
+    settings = app.config["SETTINGS"]
+    register_load_shedding(app, settings.api_max_in_flight, settings.api_max_loop_lag_ms)  # after the log's hooks
 
 
 def register_commands(app: Flask) -> None:

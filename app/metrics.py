@@ -24,7 +24,9 @@ CACHE = Counter("resource_cache_total", "Resource cache lookups", ["result"])  #
 # load shedding (app/overload.py): how close each process is to API_MAX_IN_FLIGHT, and what it refused
 IN_FLIGHT = Gauge("http_requests_in_flight", "Requests in progress, as load shedding counts them",
                   multiprocess_mode="livesum")  # fmt: skip
-SHED = Counter("http_requests_shed_total", "Requests refused with 503 at API_MAX_IN_FLIGHT")
+SHED = Counter(
+    "http_requests_shed_total", "Requests refused with 503 by load shedding", ["reason"]
+)  # in_flight | loop_lag
 
 blueprint = Blueprint("metrics", __name__)
 

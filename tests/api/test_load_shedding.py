@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -140,7 +141,7 @@ def test_under_gunicorn_a_kafka_stall_fills_the_ceiling_and_the_rest_is_refused_
             assert (status, json.loads(body)["error"], headers["Retry-After"]) == (503, "overloaded", "1")
             assert time.monotonic() - started < 2  # at once, not after Kafka's timeout
             assert http("GET", f"{url}/healthz")[0] == 200
-            assert _metric(url, token, "http_requests_shed_total") == 1
+            assert _metric(url, token, 'http_requests_shed_total{reason="in_flight"}') == 1
             os.kill(kafka, signal.SIGCONT)
             frozen = False
             assert [f.result(30)[0] for f in waiting] == [202, 202, 202, 202]
@@ -149,6 +150,63 @@ def test_under_gunicorn_a_kafka_stall_fills_the_ceiling_and_the_rest_is_refused_
         if frozen:
             os.kill(kafka, signal.SIGCONT)
         stop_processes([api])
+
+
+@pytest.mark.slow
+def test_under_gunicorn_requests_that_waited_for_a_stopped_worker_are_refused_at_once(settings, make_token, unique):
+    """CPU starvation, made exact: the gevent worker is stopped (SIGSTOP) for a second while
+    requests arrive, as a worker starved of CPU would be. Resumed, its event loop is a second
+    late: those requests get 503 at once (they would be served after their clients gave up);
+    once the loop has caught up, requests are served again."""
+    port = free_port()
+    env = {**os.environ, "APP_ENV": "development", "JWT_SECRET": settings.jwt_secret, "WEB_CONCURRENCY": "1",
+           "POSTGRES_PASSWORD": settings.postgres_password, "BIND": f"127.0.0.1:{port}", "LOG_LEVEL": "WARNING",
+           "API_MAX_LOOP_LAG_MS": "250"}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    api = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url, token = f"http://127.0.0.1:{port}", make_token(roles=("admin",), sub=f"starved-{unique}")
+    event = {"device_id": f"starved-{unique}", "payload": {}}
+    try:
+        wait_for(lambda: _answers(url), timeout=60, message="gunicorn answers /healthz")
+        assert http("POST", f"{url}/events", token, event)[0] == 202
+        (worker,) = (int(pid) for pid in Path(f"/proc/{api.pid}/task/{api.pid}/children").read_text().split())
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            # the kernel completes the connections and buffers the requests while the worker is stopped
+            waiting = [_send_raw(port, token, event) for _ in range(3)]
+            stopped_at = time.monotonic()
+            wait_for(lambda: time.monotonic() - stopped_at > 1.0, timeout=5, interval=0.1)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        answers = [_read_raw(sock) for sock in waiting]
+        assert [status for status, _ in answers] == [503, 503, 503]
+        assert all(json.loads(body)["error"] == "overloaded" for _, body in answers)
+        probes: list[int] = []  # until the sampler's next tick (50 ms) the loop still reads as late
+        wait_for(lambda: probes.append(http("POST", f"{url}/events", token, event)[0]) or probes[-1] == 202,
+                 timeout=10, message="served again once the loop caught up")  # fmt: skip
+        assert set(probes[:-1]) <= {503}
+        assert _metric(url, token, 'http_requests_shed_total{reason="loop_lag"}') == 3 + len(probes) - 1
+    finally:
+        stop_processes([api])
+
+
+def _send_raw(port: int, token: str, event: dict) -> socket.socket:
+    body = json.dumps(event).encode()
+    head = (f"POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")  # fmt: skip
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def _read_raw(sock: socket.socket) -> tuple[int, bytes]:
+    with sock:
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
 
 
 def _answers(url: str) -> bool:
