@@ -24,8 +24,9 @@ It is what event-loop servers elsewhere shed on (fastify's under-pressure, Node'
 
 Sizing: the steady in-flight count is the rate times the latency (1,000 req/s at 20 ms is 20), so
 the default of 256 is reached only under overload or when Kafka stalls for a quarter of a second
-at that rate. A healthy loop lags a few milliseconds; the default of 250 ms means requests
-already wait a quarter of a second for the CPU. 0 turns either signal off.
+at that rate. A healthy loop lags a few milliseconds and overload drives it to seconds (p50 2.9 s
+above); the default of 500 ms leaves room for a start-up stall or a busy moment on a shared
+machine, which should not turn clients away. 0 turns either signal off.
 """
 
 from __future__ import annotations

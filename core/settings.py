@@ -81,7 +81,7 @@ class Settings:
 
     max_body_bytes: int = 64 * 1024  # MAX_BODY_BYTES
     api_max_in_flight: int = 256  # API_MAX_IN_FLIGHT (per API process; beyond it: 503 + Retry-After; 0: off)
-    api_max_loop_lag_ms: int = 250  # API_MAX_LOOP_LAG_MS (an API process's event loop this late: 503; 0: off)
+    api_max_loop_lag_ms: int = 500  # API_MAX_LOOP_LAG_MS (an API process's event loop this late: 503; 0: off)
     rate_limit_events: str = "100/5 seconds"  # RATE_LIMIT_EVENTS (per device and per token subject)
 
     @property
