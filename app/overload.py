@@ -38,6 +38,7 @@ import time
 import gevent
 from flask import Flask, g, request
 from flask.typing import ResponseReturnValue
+from gevent import monkey
 
 from app.errors import error_response
 from app.metrics import IN_FLIGHT, SHED
@@ -103,8 +104,6 @@ class LoopLag:
 
 def _gevent_active() -> bool:
     """Whether this process runs under gevent's monkey-patching (gunicorn's gevent worker)."""
-    from gevent import monkey
-
     return monkey.is_module_patched("socket")
 
 

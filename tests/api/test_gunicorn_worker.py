@@ -1,5 +1,6 @@
 """The API's gunicorn worker, run for real (issue 14, item 6): slow clients cannot lock others out,
-the errors gunicorn answers itself are JSON, and each instance has its own control socket.
+a busy keep-alive client cannot starve the others, the errors gunicorn answers itself are JSON,
+and each instance has its own control socket.
 
 Each test starts gunicorn with ``gunicorn.conf.py``; only ``/healthz`` is requested, which needs
 no server, but the processes make the module slow, so it is in the stack tier.
@@ -7,6 +8,7 @@ no server, but the processes make the module slow, so it is in the stack tier.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -117,6 +119,46 @@ def test_an_idle_keep_alive_connection_outlives_the_header_deadline(tmp_path):
         time.sleep(2.0)  # idle for twice HEADER_TIMEOUT: the very thing under test
         conn.sendall(HEAD + b"\r\n")
         assert _read_response(conn).startswith(b"HTTP/1.1 200")
+
+
+def test_a_client_pipelining_many_requests_does_not_make_another_wait_behind_all_of_them(tmp_path):
+    """1,000 requests arrive at once on one connection; once it is being answered, one request
+    arrives on another. Each of the 1,000 is already in the socket when its turn comes, so without
+    a yield between keep-alive requests one greenlet answered them all before the hub looked at
+    the other connection again."""
+    pipelined = 1000
+    with gunicorn(tmp_path, WEB_CONCURRENCY="1") as port:
+        busy = socket.create_connection(("127.0.0.1", port), 10)
+        other = socket.create_connection(("127.0.0.1", port), 10)
+        with busy, other:
+            _read_response(_sent(busy, HEAD + b"\r\n"))  # both connections accepted and served once
+            _read_response(_sent(other, HEAD + b"\r\n"))
+            busy.sendall((HEAD + b"\r\n") * pipelined)
+            received = busy.recv(1 << 20)  # the burst is being answered
+            answered_other = _read_response(_sent(other, HEAD + b"\r\n"))
+            busy.settimeout(0.0)  # what the busy connection had received when the other was answered
+            with contextlib.suppress(BlockingIOError):
+                while chunk := busy.recv(1 << 20):
+                    received += chunk
+            assert answered_other.startswith(b"HTTP/1.1 200")
+            assert received.count(b"HTTP/1.1 200") < pipelined, "the other connection waited behind all of them"
+
+
+def _sent(conn: socket.socket, data: bytes) -> socket.socket:
+    conn.sendall(data)
+    return conn
+
+
+def test_a_keep_alive_connection_yields_once_before_each_later_request(monkeypatch):
+    from core import gunicorn_worker
+
+    yields: list[float] = []
+    monkeypatch.setattr(gunicorn_worker.gevent, "sleep", lambda seconds=0: yields.append(seconds))
+    wrapped = gunicorn_worker._HeadDeadlineSocket(object(), keepalive=75.0, head_timeout=10.0)
+    for _ in range(3):
+        with wrapped.reading_head():
+            pass
+    assert yields == [0, 0]  # none before the first request, one before each later one
 
 
 BAD_REQUESTS = {
