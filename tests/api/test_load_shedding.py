@@ -41,9 +41,11 @@ class HeldBroker(StubBroker):
         super().__init__()
         self.release = threading.Event()
         self.waiting = 0
+        self._count = threading.Lock()  # the requests' threads count together
 
     def _produce(self, topic, key, value, headers):
-        self.waiting += 1
+        with self._count:
+            self.waiting += 1
         self.release.wait(10)
         return super()._produce(topic, key, value, headers)
 
