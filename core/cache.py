@@ -45,19 +45,9 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS[1] entry, KEYS[2] fence; ARGV: version, fence ttl seconds
-_INVALIDATE = """
-local version = tonumber(ARGV[1])
-local fence = tonumber(redis.call('GET', KEYS[2]) or '0')
-if version > fence then fence = version end
-redis.call('SET', KEYS[2], tostring(fence), 'EX', tonumber(ARGV[2]))
-redis.call('DEL', KEYS[1])
-return fence
-"""
-
-# _INVALIDATE for many resources: KEYS entry1, fence1, entry2, fence2, ...; ARGV fence ttl, then
-# each resource's version. One command (a pipeline of scripts made redis-py ask SCRIPT EXISTS
-# first, one more round trip per batch, and Redis parse a command per resource).
+# Fence out older versions and drop the entries: KEYS entry1, fence1, entry2, fence2, ...; ARGV
+# fence ttl seconds, then each resource's version. One command for a whole batch (a pipeline of
+# scripts made redis-py ask SCRIPT EXISTS first, one more round trip per batch).
 _INVALIDATE_MANY = """
 local ttl = tonumber(ARGV[1])
 for i = 1, #KEYS / 2 do
@@ -88,7 +78,6 @@ class ResourceCache:
         self.ttl = ttl_seconds
         self.fence_ttl = max(3600, 10 * ttl_seconds)
         self._fill = client.register_script(_FILL_IF_CURRENT)
-        self._invalidate = client.register_script(_INVALIDATE)
         self._invalidate_many = client.register_script(_INVALIDATE_MANY)
 
     def fill(self, record: ResourceRecord) -> bool:
@@ -100,8 +89,7 @@ class ResourceCache:
 
     def invalidate(self, record: ResourceRecord) -> None:
         """After the worker committed ``record``: fence out older versions and drop the entry."""
-        key = cache_key(record.id)
-        self._invalidate(keys=[key, fence_key(record.id)], args=[record.version, self.fence_ttl])
+        self.invalidate_many([record])
 
     def invalidate_many(self, records: list[ResourceRecord]) -> None:
         """:meth:`invalidate` for many records, one script call (one round trip) per 500."""
