@@ -6,6 +6,7 @@ threads (the Flask test client serves each request in the calling thread)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -115,40 +117,28 @@ def test_under_gunicorn_a_kafka_stall_fills_the_ceiling_and_the_rest_is_refused_
     """The real thing: gunicorn with a gevent worker, Kafka frozen from outside (SIGSTOP) so the
     acknowledgements stop. Four requests wait for Kafka; the fifth is refused at once, health
     checks and /metrics still answer, and once Kafka thaws the four are accepted."""
-    port = free_port()
-    env = {**os.environ, "APP_ENV": "development", "JWT_SECRET": settings.jwt_secret, "WEB_CONCURRENCY": "1",
-           "POSTGRES_PASSWORD": settings.postgres_password, "BIND": f"127.0.0.1:{port}", "API_MAX_IN_FLIGHT": "4",
-           "KAFKA_SEND_TIMEOUT_MS": "20000", "LOG_LEVEL": "WARNING"}  # fmt: skip
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    api = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url, token = f"http://127.0.0.1:{port}", make_token(roles=("admin",), sub=f"stall-{unique}")
+    token = make_token(roles=("admin",), sub=f"stall-{unique}")
     kafka = int((Path(os.environ.get("STACK_DIR", ROOT / ".stack")) / "run" / "kafka.pid").read_text())
-    frozen = False
-    try:
-        wait_for(lambda: _answers(url), timeout=60, message="gunicorn answers /healthz")
+    with _api(settings, API_MAX_IN_FLIGHT="4", KAFKA_SEND_TIMEOUT_MS="20000") as (url, _):
         event = {"device_id": f"stall-{unique}", "payload": {}}
         assert http("POST", f"{url}/events", token, event)[0] == 202  # the producer is connected
         os.kill(kafka, signal.SIGSTOP)
-        frozen = True
-        with ThreadPoolExecutor(4) as pool:
-            waiting = [pool.submit(http, "POST", f"{url}/events", token, event) for _ in range(4)]
-            wait_for(lambda: _metric(url, token, "http_requests_in_flight") == 4, timeout=10,
-                     message="four requests waiting for Kafka")  # fmt: skip
-            started = time.monotonic()
-            status, headers, body = http("POST", f"{url}/events", token, event)
-            assert (status, json.loads(body)["error"], headers["Retry-After"]) == (503, "overloaded", "1")
-            assert time.monotonic() - started < 2  # at once, not after Kafka's timeout
-            assert http("GET", f"{url}/healthz")[0] == 200
-            assert _metric(url, token, 'http_requests_shed_total{reason="in_flight"}') == 1
-            os.kill(kafka, signal.SIGCONT)
-            frozen = False
-            assert [f.result(30)[0] for f in waiting] == [202, 202, 202, 202]
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                waiting = [pool.submit(http, "POST", f"{url}/events", token, event) for _ in range(4)]
+                wait_for(lambda: _metric(url, token, "http_requests_in_flight") == 4, timeout=10,
+                         message="four requests waiting for Kafka")  # fmt: skip
+                started = time.monotonic()
+                status, headers, body = http("POST", f"{url}/events", token, event)
+                assert (status, json.loads(body)["error"], headers["Retry-After"]) == (503, "overloaded", "1")
+                assert time.monotonic() - started < 2  # at once, not after Kafka's timeout
+                assert http("GET", f"{url}/healthz")[0] == 200
+                assert _metric(url, token, 'http_requests_shed_total{reason="in_flight"}') == 1
+                os.kill(kafka, signal.SIGCONT)
+                assert [f.result(30)[0] for f in waiting] == [202, 202, 202, 202]
+        finally:
+            os.kill(kafka, signal.SIGCONT)  # again, if an assertion failed first: a no-op otherwise
         assert _metric(url, token, "http_requests_in_flight") == 0
-    finally:
-        if frozen:
-            os.kill(kafka, signal.SIGCONT)
-        stop_processes([api])
 
 
 @pytest.mark.slow
@@ -157,17 +147,10 @@ def test_under_gunicorn_requests_that_waited_for_a_stopped_worker_are_refused_at
     requests arrive, as a worker starved of CPU would be. Resumed, its event loop is a second
     late: those requests get 503 at once (they would be served after their clients gave up);
     once the loop has caught up, requests are served again."""
-    port = free_port()
-    env = {**os.environ, "APP_ENV": "development", "JWT_SECRET": settings.jwt_secret, "WEB_CONCURRENCY": "1",
-           "POSTGRES_PASSWORD": settings.postgres_password, "BIND": f"127.0.0.1:{port}", "LOG_LEVEL": "WARNING",
-           "API_MAX_LOOP_LAG_MS": "250"}  # fmt: skip
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    api = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url, token = f"http://127.0.0.1:{port}", make_token(roles=("admin",), sub=f"starved-{unique}")
+    token = make_token(roles=("admin",), sub=f"starved-{unique}")
     event = {"device_id": f"starved-{unique}", "payload": {}}
-    try:
-        wait_for(lambda: _answers(url), timeout=60, message="gunicorn answers /healthz")
+    with _api(settings, API_MAX_LOOP_LAG_MS="250") as (url, api):
+        port = int(url.rsplit(":", 1)[1])
         assert http("POST", f"{url}/events", token, event)[0] == 202
         (worker,) = (int(pid) for pid in Path(f"/proc/{api.pid}/task/{api.pid}/children").read_text().split())
         os.kill(worker, signal.SIGSTOP)
@@ -186,8 +169,6 @@ def test_under_gunicorn_requests_that_waited_for_a_stopped_worker_are_refused_at
                  timeout=10, message="served again once the loop caught up")  # fmt: skip
         assert set(probes[:-1]) <= {503}
         assert _metric(url, token, 'http_requests_shed_total{reason="loop_lag"}') == 3 + len(probes) - 1
-    finally:
-        stop_processes([api])
 
 
 def _send_raw(port: int, token: str, event: dict) -> socket.socket:
@@ -206,6 +187,25 @@ def _read_raw(sock: socket.socket) -> tuple[int, bytes]:
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+@contextlib.contextmanager
+def _api(settings, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The API under gunicorn with one gevent worker, as deployed but for ``env``; its URL and
+    master process, once it answers /healthz."""
+    port = free_port()
+    environ = {**os.environ, "APP_ENV": "development", "JWT_SECRET": settings.jwt_secret, "WEB_CONCURRENCY": "1",
+               "POSTGRES_PASSWORD": settings.postgres_password, "BIND": f"127.0.0.1:{port}", "LOG_LEVEL": "WARNING",
+               **env}  # fmt: skip
+    environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    api = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+                           cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(url), timeout=60, message="gunicorn answers /healthz")
+        yield url, api
+    finally:
+        stop_processes([api])
 
 
 def _answers(url: str) -> bool:
