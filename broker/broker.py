@@ -196,7 +196,12 @@ class Broker:
 
     # ------------------------------------------------------------ consuming
 
-    def consume(self, topics: Iterable[str], group_id: str, listener: RebalanceListener) -> Consumer:
+    def consume(
+        self, topics: Iterable[str], group_id: str, listener: RebalanceListener, *, instance_id: str | None = None
+    ) -> Consumer:
+        """Join ``group_id`` on ``topics``. ``instance_id`` makes the member static (Kafka's KIP-345):
+        a member that restarts with the same id within the session timeout takes its partitions
+        back without a rebalance."""
         raise NotImplementedError
 
     def dead_letter(

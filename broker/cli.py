@@ -23,6 +23,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,12 @@ def make_parser(
     run.add_argument("--topics", nargs="+", help="topics to consume (default: the actors' topics)")
     run.add_argument("--group", default=default_group, help=f"consumer group (default {default_group})")
     run.add_argument("--shutdown-timeout", type=int, default=30000, help="ms to finish running messages on stop")
+    run.add_argument(
+        "--instance-id",
+        help="a stable member identity (Kafka static membership): a process restarted with the same id "
+        "within the session timeout takes its partitions back without a rebalance. {host} is this host's "
+        "name, {index} the process's index; with --processes N, '-{index}' is appended unless given",
+    )
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     run.add_argument("--status-dir", help="where each process writes its status file (default: a temp folder)")
     run.add_argument(
@@ -147,6 +154,7 @@ def run_worker(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
         worker_threads=args.threads,
         shutdown_timeout_ms=args.shutdown_timeout,
         dependency_max_backoff_ms=args.dependency_backoff_max,
+        instance_id=instance_id(args.instance_id, 0) if args.instance_id else None,
     )
     stop = threading.Event()
 
@@ -215,6 +223,9 @@ def supervise(args: argparse.Namespace) -> int:
         child_argv += ["--status-dir", args.status_dir]
     if args.topics:
         child_argv += ["--topics", *args.topics]
+    template = args.instance_id
+    if template and "{index}" not in template:
+        template += "-{index}"
     env = dict(os.environ)
     if args.metrics_port:
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="worker-metrics-"))
@@ -223,8 +234,13 @@ def supervise(args: argparse.Namespace) -> int:
     # own sessions: a terminal's Ctrl-C reaches only this parent, which forwards one signal;
     # and if this parent dies without forwarding (SIGKILL, OOM), the children drain and exit.
     children = [
-        subprocess.Popen(child_argv, env=env, start_new_session=True, preexec_fn=_terminate_with_parent)
-        for _ in range(args.processes)
+        subprocess.Popen(
+            child_argv + (["--instance-id", instance_id(template, index)] if template else []),
+            env=env,
+            start_new_session=True,
+            preexec_fn=_terminate_with_parent,
+        )
+        for index in range(args.processes)
     ]
 
     def forward(signum: int, frame: Any) -> None:
@@ -236,6 +252,15 @@ def supervise(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
     return max(codes, default=0)
+
+
+def instance_id(template: str, index: int) -> str:
+    """The static member id for process ``index``: ``template`` with ``{host}`` and ``{index}`` filled in."""
+    try:
+        return template.format(host=socket.gethostname(), index=index)
+    except (KeyError, IndexError, ValueError) as exc:
+        message = f"worker.py: --instance-id {template!r}: only {{host}} and {{index}} may be used ({exc})"
+        raise SystemExit(message) from None
 
 
 def _terminate_with_parent() -> None:

@@ -78,6 +78,8 @@ class Worker:
         after a dependency failed under it (doubling from the first, capped at the second, jittered).
       forward_delays: also run a :class:`~broker.delays.DelayForwarder`, which moves delayed
         messages to their topics when due (when the broker has delay topics).
+      instance_id: a stable identity for this member (Kafka static membership): restarted with the
+        same id within the session timeout, it gets its partitions back without a rebalance.
     """
 
     def __init__(
@@ -95,8 +97,10 @@ class Worker:
         dependency_min_backoff_ms: int = transient.DEFAULT_MIN_BACKOFF_MS,
         dependency_max_backoff_ms: int = transient.DEFAULT_MAX_BACKOFF_MS,
         forward_delays: bool = True,
+        instance_id: str | None = None,
     ) -> None:
         self.broker = broker
+        self.instance_id = instance_id
         self.topics = sorted(topics) if topics else None
         self.group_id = group_id
         self.worker_threads = worker_threads
@@ -132,7 +136,7 @@ class Worker:
         if not topics:
             raise ValueError("no topics to consume: declare actors (import your tasks) or pass topics=")
         self.broker.emit_before("worker_boot", self)
-        self.consumer = self.broker.consume(topics, self.group_id, listener=self)
+        self.consumer = self.broker.consume(topics, self.group_id, listener=self, instance_id=self.instance_id)
         for i in range(self.worker_threads):
             thread = threading.Thread(target=self._work_loop, name=f"worker-{i}", daemon=True)
             thread.start()

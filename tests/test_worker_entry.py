@@ -52,3 +52,11 @@ def test_lag_publishes_to_cloudwatch_with_the_configured_namespace(settings, cap
 def test_an_unknown_lag_publisher_is_refused(settings, captured):
     with pytest.raises(SystemExit):
         worker.run(settings, ["lag", "--publish", "statsd"])
+
+
+def test_static_member_ids_fill_in_the_host_and_the_process_index(monkeypatch):
+    monkeypatch.setattr(cli.socket, "gethostname", lambda: "ip-10-0-0-7")
+    assert cli.instance_id("{host}-{index}", 2) == "ip-10-0-0-7-2"
+    assert cli.instance_id("billing", 0) == "billing"
+    with pytest.raises(SystemExit, match=r"only \{host\} and \{index\}"):
+        cli.instance_id("{task}", 0)

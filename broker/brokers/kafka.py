@@ -16,9 +16,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka import errors as kafka_errors
+from kafka.admin import MemberToRemove
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
@@ -305,10 +306,13 @@ class KafkaBroker(Broker):
 
     # ------------------------------------------------------------ consuming
 
-    def consume(self, topics: Iterable[str], group_id: str, listener: RebalanceListener) -> KafkaGroupConsumer:
+    def consume(
+        self, topics: Iterable[str], group_id: str, listener: RebalanceListener, *, instance_id: str | None = None
+    ) -> KafkaGroupConsumer:
         options: dict[str, Any] = {
             **self.client_options,
             "group_id": group_id,
+            "group_instance_id": instance_id,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "max_poll_records": 500,
@@ -326,7 +330,7 @@ class KafkaBroker(Broker):
         }
         options.update(self.consumer_options)
         try:
-            return KafkaGroupConsumer(list(topics), listener, options)
+            return KafkaGroupConsumer(list(topics), listener, options, connection=self.client_options)
         except KafkaError as exc:
             raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}; {self.diagnose()}") from exc
 
@@ -380,10 +384,28 @@ def _kafka_offsets(offsets: dict[TopicPartition, Commit]) -> dict[KafkaTopicPart
 
 
 class KafkaGroupConsumer:
-    """The worker's :class:`~broker.consumer.Consumer` on a kafka-python ``KafkaConsumer``."""
+    """The worker's :class:`~broker.consumer.Consumer` on a kafka-python ``KafkaConsumer``.
 
-    def __init__(self, topics: list[str], listener: RebalanceListener, options: dict[str, Any]) -> None:
+    With a ``group_instance_id`` the member is static (KIP-345): Kafka keeps its partitions for it
+    through a crash until the session times out, and a restart with the same id within that time
+    takes them back without a rebalance. A static member never sends LeaveGroup on close, so a
+    deliberate stop (:meth:`close`: SIGTERM, scale-in) removes it from the group explicitly:
+    otherwise its partitions would stand still for a whole session timeout.
+    """
+
+    def __init__(
+        self,
+        topics: list[str],
+        listener: RebalanceListener,
+        options: dict[str, Any],
+        connection: dict[str, Any] | None = None,
+    ) -> None:
+        """``options``: the ``KafkaConsumer``'s; ``connection``: how to reach the cluster (as
+        :func:`client_options`), for leaving the group as a static member."""
         internals.check_library()
+        self.group_id: str = options["group_id"]
+        self.instance_id: str | None = options.get("group_instance_id")
+        self._connection = connection or {"bootstrap_servers": options["bootstrap_servers"]}
         self.kafka = KafkaConsumer(**options)
         try:
             internals.check_consumer(self.kafka)
@@ -464,3 +486,20 @@ class KafkaGroupConsumer:
 
     def close(self) -> None:
         self.kafka.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
+        if self.instance_id is not None:
+            self._leave_static()
+
+    def _leave_static(self) -> None:
+        """Remove this static member from its group now (what LeaveGroup does for a dynamic one)."""
+        try:
+            admin = KafkaAdminClient(**self._connection, request_timeout_ms=CLOSE_TIMEOUT_MS)
+        except KafkaError as exc:
+            log.warning("could not leave the group as a static member", extra={"error": str(exc)})
+            return
+        try:
+            member = MemberToRemove(group_instance_id=self.instance_id, reason="worker stopped")
+            admin.remove_group_members(self.group_id, [member])
+        except KafkaError as exc:  # e.g. already fenced or expired: nothing left to leave
+            log.warning("could not leave the group as a static member", extra={"error": str(exc)})
+        finally:
+            admin.close()

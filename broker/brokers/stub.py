@@ -102,7 +102,9 @@ class StubBroker(Broker):
 
     # ------------------------------------------------------------ groups
 
-    def consume(self, topics: Iterable[str], group_id: str, listener: RebalanceListener) -> StubConsumer:
+    def consume(
+        self, topics: Iterable[str], group_id: str, listener: RebalanceListener, *, instance_id: str | None = None
+    ) -> StubConsumer:
         consumer = StubConsumer(self, list(topics), group_id, listener)
         with self._cond:
             for t in consumer.topics:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -322,3 +323,84 @@ def test_a_concurrency_limit_of_one_holds_across_worker_processes(proc_env, redi
     assert redis_client.get(f"{proc_env.topic}:overlap") is None, "two processes held the mutex at once"
     assert "dead-lettered" not in proc_env.logs()
     redis_client.delete(f"{proc_env.topic}:overlap", f"{proc_env.topic}:inside", f"{proc_env.topic}:mutex")
+
+
+def _assigned(log: str) -> list[list[str]]:
+    """Each "partitions assigned" line's partitions, in order."""
+    lines = (json.loads(text) for text in log.splitlines() if text.startswith("{"))
+    return [line.get("partitions") for line in lines if line.get("message") == "partitions assigned"]
+
+
+def _rebalance_lines(log: str) -> int:
+    lines = (json.loads(text) for text in log.splitlines() if text.startswith("{"))
+    return sum(1 for line in lines if line.get("message") in ("partitions assigned", "partitions revoked"))
+
+
+def _by_instance(kafka_admin, group_id: str) -> dict[str, list[str]]:
+    """The group's members as Kafka sees them: ``{group_instance_id: its partitions}``."""
+    group = kafka_admin.describe_groups([group_id]).get(group_id) or {}
+    out = {}
+    for member in group.get("members") or []:
+        assignment = member.get("member_assignment") or {}
+        partitions = [f"{a['topic']}-{p}" for a in assignment.get("assigned_partitions") or [] for p in a["partitions"]]
+        out[member.get("group_instance_id")] = sorted(partitions)
+    return out
+
+
+def _split_between(kafka_admin, group_id: str, *instances: str) -> dict[str, list[str]] | None:
+    """The assignment once every partition (3) is owned and each of ``instances`` owns some."""
+    owners = _by_instance(kafka_admin, group_id)
+    if set(owners) == set(instances) and all(owners.values()) and sum(map(len, owners.values())) == 3:
+        return owners
+    return None
+
+
+def test_a_static_member_killed_and_restarted_takes_its_partitions_back_without_a_rebalance(proc_env, kafka_admin):
+    # a long session, so that "without waiting for the dead member's session to expire" is plain
+    proc_env.env["KAFKA_SESSION_TIMEOUT_MS"] = "45000"
+    a_id, b_id = f"{proc_env.group}-a", f"{proc_env.group}-b"
+    a = proc_env.start("--instance-id", a_id)
+    proc_env.start("--instance-id", b_id)
+    before = wait_for(lambda: _split_between(kafka_admin, proc_env.group, a_id, b_id), timeout=60,
+                      message="both members own partitions")  # fmt: skip
+    wait_for(lambda: _assigned(proc_env.log_of(1)), timeout=30)
+    b_before = _rebalance_lines(proc_env.log_of(1))
+    expected = proc_env.send(300, keys=12, sleep_ms=5)
+    wait_for(lambda: len(proc_env.seen()) >= 30, timeout=60, message="some progress")
+    a.kill()  # SIGKILL: no drain, no commit, no leaving
+    a.wait()
+    restarted = time.monotonic()
+    proc_env.start("--instance-id", a_id)
+    wait_for(lambda: _assigned(proc_env.log_of(2)), timeout=40, message="the restarted member rejoined")
+    took = time.monotonic() - restarted
+    assert sorted(_assigned(proc_env.log_of(2))[-1]) == before[a_id], "its partitions came back to the same identity"
+    assert took < 30, f"took {took:.1f}s: it waited for the dead member's 45 s session to expire"
+    wait_for(lambda: set(proc_env.seen()) >= expected, timeout=90, message="every message after the restart")
+    assert _by_instance(kafka_admin, proc_env.group) == before
+    assert _rebalance_lines(proc_env.log_of(1)) == b_before, "the other member saw a rebalance"
+
+
+def test_a_static_member_stopped_with_sigterm_leaves_so_its_partitions_move_at_once(proc_env, kafka_admin):
+    proc_env.env["KAFKA_SESSION_TIMEOUT_MS"] = "45000"
+    a_id, b_id = f"{proc_env.group}-a", f"{proc_env.group}-b"
+    a = proc_env.start("--instance-id", a_id)
+    proc_env.start("--instance-id", b_id)
+    wait_for(lambda: _split_between(kafka_admin, proc_env.group, a_id, b_id), timeout=60,
+             message="both members own partitions")  # fmt: skip
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(timeout=30) == 0
+    left = time.monotonic()
+    wait_for(lambda: len(_by_instance(kafka_admin, proc_env.group).get(b_id, [])) == 3, timeout=40,
+             message="the remaining member took every partition")  # fmt: skip
+    assert time.monotonic() - left < 30, "the stopped static member's partitions waited for its session to expire"
+    assert "could not leave" not in proc_env.log_of(0)
+    expected = proc_env.send(60, keys=6)
+    wait_for(lambda: set(proc_env.seen()) >= expected, timeout=60)
+
+
+def test_supervised_processes_get_one_static_identity_each(proc_env, kafka_admin):
+    proc_env.start("--processes", "2", "--instance-id", "{host}-" + proc_env.group)
+    host = socket.gethostname()
+    wanted = {f"{host}-{proc_env.group}-0", f"{host}-{proc_env.group}-1"}
+    wait_for(lambda: set(_by_instance(kafka_admin, proc_env.group)) == wanted, timeout=60,
+             message="two static members named host-id-index")  # fmt: skip

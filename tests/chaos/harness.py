@@ -99,9 +99,19 @@ def descendants(pid: int) -> list[int]:
 class System:
     """The API (gunicorn, 2 gevent workers) and ``worker.py -p N`` as separate real processes."""
 
-    def __init__(self, settings: Settings, run_id: str, *, worker_processes: int = 2, env: dict | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        run_id: str,
+        *,
+        worker_processes: int = 2,
+        env: dict | None = None,
+        static: bool = False,
+    ):
         self.settings = settings
         self.group = f"chaos-{run_id}"
+        # static membership (KIP-345): each worker process restarts under the same identity
+        self.instance_id = f"chaos-{run_id}" if static else None
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.worker_processes = worker_processes
@@ -136,6 +146,8 @@ class System:
 
     def start_worker(self) -> None:
         argv = [sys.executable, "worker.py", "run", "-p", str(self.worker_processes), "-t", "8"]
+        if self.instance_id:
+            argv += ["--instance-id", self.instance_id]
         self.worker = self._spawn("worker", argv, self.worker_env)
 
     def _spawn(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
@@ -315,7 +327,7 @@ class Readers(Loop):
 class Stored(Loop):
     """Polls PostgreSQL for the run's events and remembers when each request id first appeared."""
 
-    def __init__(self, engine: Engine, device_prefix: str, interval: float = 0.5):
+    def __init__(self, engine: Engine, device_prefix: str, interval: float = 0.25):
         super().__init__(interval)
         self.engine, self.prefix = engine, device_prefix
         self._first_seen: dict[str, float] = {}
@@ -383,6 +395,7 @@ class Result:
     fivexx: int = 0
     recovered_s: float | None = None
     problems: list[str] = field(default_factory=list)
+    figures: dict[str, object] = field(default_factory=dict)  # scenario-specific measurements
 
     @property
     def ok(self) -> bool:
@@ -393,17 +406,26 @@ class Result:
         return (
             f"{self.scenario} acked={self.acked} lost={self.lost} dup={self.dup} stale={self.stale} "
             f"dlq={self.dlq} 5xx={self.fivexx} recovered_s={recovered}"
+            + "".join(f" {name}={value}" for name, value in self.figures.items())
         )
 
 
 class Run:
     """One scenario's world: the system, its devices, the ledger and the PostgreSQL monitor."""
 
-    def __init__(self, settings: Settings, scenario: str, *, worker_processes: int = 2, env: dict | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        scenario: str,
+        *,
+        worker_processes: int = 2,
+        env: dict | None = None,
+        static: bool = False,
+    ):
         self.settings = settings
         self.scenario = scenario
         self.run_id = f"{scenario}-{uuid.uuid4().hex[:6]}"
-        self.system = System(settings, self.run_id, worker_processes=worker_processes, env=env)
+        self.system = System(settings, self.run_id, worker_processes=worker_processes, env=env, static=static)
         self.ledger = Ledger()
         self.engine = make_engine(settings, pool_size=2, max_overflow=0)
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
@@ -447,6 +469,27 @@ class Run:
         result.dlq = len(dead_letters_since(self.settings, self.dlq_start))
         self._recovery(acked, fault_end, max_recovery_s)
         return result
+
+    def processing_latency(self) -> dict[str, float]:
+        """Seconds from each acknowledged event's 202 until it was first seen stored: p50, p99, max."""
+        seen = self.stored.first_seen
+        waits = sorted(max(0.0, seen[p.request_id] - p.done) for p in self.ledger.acked() if p.request_id in seen)
+        if not waits:
+            return {}
+
+        def at(q: float) -> float:
+            return round(waits[min(len(waits) - 1, int(q * len(waits)))], 1)
+
+        return {"latency_p50_s": at(0.50), "latency_p99_s": at(0.99), "latency_max_s": round(waits[-1], 1)}
+
+    def first_stored_after(self, moments: list[float]) -> list[float]:
+        """For each moment (a restart), seconds until the next event was first seen stored."""
+        times = sorted(self.stored.first_seen.values())
+        out = []
+        for moment in moments:
+            later = [t for t in times if t >= moment]
+            out.append(round(later[0] - moment, 1) if later else float("inf"))
+        return out
 
     def _check_rows(self, acked: list[Post], device_ids: list[str]) -> None:
         """dup: an acknowledged event stored more than once; stale: a resource (in PostgreSQL,
