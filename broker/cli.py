@@ -1,6 +1,7 @@
 """Command line for workers and operators, given a function that builds the broker.
 
-    run  [--processes N] [--threads M] [--topics T ...] [--group G] [--metrics-port P] [modules ...]
+    run  [--processes N | --autoscale MIN,MAX] [--threads M] [--topics T ...] [--group G]
+         [--instance-id ID] [--metrics-port P] [modules ...]
     lag  [--group G] [--topics T ...] [--publish NAME] [--interval S]
                                                         per-partition and total lag, as JSON
     dlq list   [--limit N]                              dead letters as JSON lines (no arguments)
@@ -60,6 +61,27 @@ def make_parser(
         help="a stable member identity (Kafka static membership): a process restarted with the same id "
         "within the session timeout takes its partitions back without a rebalance. {host} is this host's "
         "name, {index} the process's index; with --processes N, '-{index}' is appended unless given",
+    )
+    run.add_argument(
+        "--autoscale",
+        metavar="MIN,MAX",
+        help="run between MIN and MAX processes, by the group's lag per process (instead of --processes)",
+    )
+    run.add_argument(
+        "--autoscale-target",
+        type=int,
+        default=5000,
+        help="lag per process to keep under (default 5000, as the ECS policy per task)",
+    )
+    run.add_argument("--autoscale-interval", type=float, default=15.0, help="seconds between decisions (default 15)")
+    run.add_argument(
+        "--scale-out-cooldown", type=float, default=30.0, help="seconds after adding before adding more (default 30)"
+    )
+    run.add_argument(
+        "--scale-in-cooldown",
+        type=float,
+        default=120.0,
+        help="seconds the lag must stay low, and since the last change, before removing one (default 120)",
     )
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     run.add_argument("--status-dir", help="where each process writes its status file (default: a temp folder)")
@@ -127,6 +149,8 @@ def main(
         argv.insert(0, "run")
     args = make_parser(default_modules, default_group, list(lag_publishers)).parse_args(argv)
     if args.command == "run":
+        if args.autoscale:
+            return autoscale(broker_factory, args)
         if args.processes > 1:
             return supervise(args)
         return run_worker(broker_factory, args)
@@ -201,9 +225,9 @@ def run_scheduler(
     return 0
 
 
-def supervise(args: argparse.Namespace) -> int:
-    """Start ``args.processes`` single-process workers and relay signals to them."""
-    child_argv = [
+def child_command(args: argparse.Namespace) -> list[str]:
+    """The command line of one single-process worker with the same options as ``args`` (no identity)."""
+    command = [
         sys.executable,
         sys.argv[0],
         "run",
@@ -220,28 +244,42 @@ def supervise(args: argparse.Namespace) -> int:
         str(args.dependency_backoff_max),
     ]
     if args.status_dir:
-        child_argv += ["--status-dir", args.status_dir]
+        command += ["--status-dir", args.status_dir]
     if args.topics:
-        child_argv += ["--topics", *args.topics]
+        command += ["--topics", *args.topics]
+    return command
+
+
+def identity_template(args: argparse.Namespace) -> str | None:
+    """``--instance-id`` for children, with ``{index}`` in it so that each one's is its own."""
     template = args.instance_id
     if template and "{index}" not in template:
         template += "-{index}"
+    return template
+
+
+def spawn_child(command: list[str], template: str | None, index: int, env: dict[str, str]) -> subprocess.Popen:
+    """Start child ``index``. Its own session: a terminal's Ctrl-C reaches only the parent, which
+    forwards one signal; and if the parent dies without forwarding (SIGKILL, OOM), the children
+    drain and exit."""
+    identity = ["--instance-id", instance_id(template, index)] if template else []
+    return subprocess.Popen(command + identity, env=env, start_new_session=True, preexec_fn=_terminate_with_parent)
+
+
+def _children_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The children's environment; with ``--metrics-port``, this parent serves their metrics."""
     env = dict(os.environ)
     if args.metrics_port:
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="worker-metrics-"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = env["PROMETHEUS_MULTIPROC_DIR"]
         _serve_metrics(args.metrics_port, multiprocess=True)
-    # own sessions: a terminal's Ctrl-C reaches only this parent, which forwards one signal;
-    # and if this parent dies without forwarding (SIGKILL, OOM), the children drain and exit.
-    children = [
-        subprocess.Popen(
-            child_argv + (["--instance-id", instance_id(template, index)] if template else []),
-            env=env,
-            start_new_session=True,
-            preexec_fn=_terminate_with_parent,
-        )
-        for index in range(args.processes)
-    ]
+    return env
+
+
+def supervise(args: argparse.Namespace) -> int:
+    """Start ``args.processes`` single-process workers and relay signals to them."""
+    command, template, env = child_command(args), identity_template(args), _children_environment(args)
+    children = [spawn_child(command, template, index, env) for index in range(args.processes)]
 
     def forward(signum: int, frame: Any) -> None:
         for child in children:
@@ -252,6 +290,45 @@ def supervise(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
     return max(codes, default=0)
+
+
+def autoscale(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
+    """``run --autoscale MIN,MAX``: as many single-process workers as the group's lag asks for."""
+    from broker.autoscale import AutoscalePolicy, parse_range
+    from broker.supervisor import Autoscaler
+
+    try:
+        low, high = parse_range(args.autoscale)
+        policy = AutoscalePolicy(
+            low,
+            high,
+            target_lag=args.autoscale_target,
+            scale_out_cooldown_s=args.scale_out_cooldown,
+            scale_in_cooldown_s=args.scale_in_cooldown,
+        )
+    except ValueError as exc:
+        print(f"worker.py: {exc}", file=sys.stderr)
+        return 2
+    broker = commands.import_actors(broker_factory, args.modules)
+    topics = args.topics or sorted(broker.get_declared_topics())
+    options = commands.client_options(broker)
+
+    def read_lag() -> tuple[int, int]:
+        from broker.admin import consumer_lag
+
+        report = consumer_lag(options, args.group, topics)
+        return report["total_lag"], len(report["partitions"])
+
+    command, template, env = child_command(args), identity_template(args), _children_environment(args)
+    scaler = Autoscaler(
+        policy, lambda index: spawn_child(command, template, index, env), read_lag, interval_s=args.autoscale_interval
+    )
+    signal.signal(signal.SIGTERM, lambda signum, frame: scaler.stop(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: scaler.stop(signum))
+    log.info("autoscale: started", extra={"min": low, "max": high, "target_lag": args.autoscale_target})
+    code = scaler.run()
+    broker.close()
+    return code
 
 
 def instance_id(template: str, index: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -404,3 +405,32 @@ def test_supervised_processes_get_one_static_identity_each(proc_env, kafka_admin
     wanted = {f"{host}-{proc_env.group}-0", f"{host}-{proc_env.group}-1"}
     wait_for(lambda: set(_by_instance(kafka_admin, proc_env.group)) == wanted, timeout=60,
              message="two static members named host-id-index")  # fmt: skip
+
+
+def test_autoscale_adds_processes_for_a_backlog_replaces_a_crashed_one_and_scales_back_in(proc_env, kafka_admin):
+    expected = proc_env.send(900, keys=30, sleep_ms=20)  # ~18 s of work for one single-threaded process
+    supervisor = proc_env.start(
+        "--autoscale", "1,3", "--autoscale-target", "60", "--autoscale-interval", "0.5",
+        "--scale-out-cooldown", "1", "--scale-in-cooldown", "3", "--threads", "1",
+    )  # fmt: skip
+
+    def members() -> int:
+        group = kafka_admin.describe_groups([proc_env.group]).get(proc_env.group) or {}
+        return len(group.get("members") or [])
+
+    def autoscale_lines() -> list[dict]:
+        lines = (json.loads(text) for text in proc_env.log_of(0).splitlines() if text.startswith("{"))
+        return [line for line in lines if line.get("message", "").startswith("autoscale")]
+
+    wait_for(lambda: members() == 3, timeout=60, message="scaled out to the maximum (3 partitions)")
+    assert any(line.get("to") == 3 for line in autoscale_lines())
+    started = [line["pid"] for line in autoscale_lines() if line["message"] == "autoscale: started a worker process"]
+    os.kill(started[-1], signal.SIGKILL)  # a child crashes: it is replaced, the count holds
+    wait_for(lambda: any("exited on its own" in line["message"] for line in autoscale_lines()), timeout=30)
+    wait_for(lambda: set(proc_env.seen()) >= expected, timeout=120, message="the backlog drained")
+    wait_for(lambda: members() == 1, timeout=60, message="scaled back in to the minimum")
+    stops = [line for line in autoscale_lines() if line["message"] == "autoscale: stopping a worker process"]
+    assert len(stops) == 2, "one process at a time"
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=60) == 0
+    wait_for(lambda: members() == 0, timeout=30, message="the last process left the group")
