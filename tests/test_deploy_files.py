@@ -21,6 +21,7 @@ import yaml
 from broker.brokers.kafka import CLOSE_TIMEOUT_MS, COMMIT_TIMEOUT_MS
 from core.cloudwatch import DEFAULT_NAMESPACE, lag_metric_data
 from core.settings import ENV_VARIABLES, Settings
+from tasks.events import EVENTS_TOPIC
 
 ROOT = Path(__file__).resolve().parents[1]
 # read by gunicorn.conf.py / prometheus_client / boto3 rather than by Settings
@@ -199,3 +200,75 @@ def test_gunicorn_binds_loopback_unless_told_otherwise(monkeypatch):
     assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["bind"] == "127.0.0.1:8000"
     monkeypatch.setenv("BIND", "0.0.0.0:8000")
     assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["bind"] == "0.0.0.0:8000"
+
+
+# ---------------------------------------------------------------- Kubernetes (KEDA)
+
+
+def _kubernetes(name: str) -> list[dict]:
+    return list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / name).read_text()))
+
+
+def _keda_checked(document: dict) -> dict:
+    """Validate a KEDA resource against ``tests/schemas/keda-v1alpha1.json`` (unknown fields fail)."""
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests" / "schemas" / "keda-v1alpha1.json").read_text())
+    jsonschema.validate(document, {**schema, "$ref": f"#/$defs/{document['kind']}"})
+    return document
+
+
+def test_the_schema_checks_refuse_fields_kubernetes_and_keda_do_not_know():
+    import jsonschema
+    import kubernetes_validate
+
+    (deployment,) = _kubernetes("worker-deployment.yaml")
+    deployment["spec"]["template"]["spec"]["containers"][0]["stopSignal"] = "SIGTERM"  # not a container field
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, "1.33", strict=True)
+    scaled, _ = _kubernetes("worker-scaledobject.yaml")
+    broken = json.loads(json.dumps(scaled))
+    broken["spec"]["triggers"][0]["metadata"]["lagTreshold"] = "5000"  # a typo KEDA would ignore silently
+    with pytest.raises(jsonschema.ValidationError, match="lagTreshold"):
+        _keda_checked(broken)
+
+
+def test_the_kubernetes_worker_deployment_is_valid_and_drains_like_the_ecs_task():
+    import kubernetes_validate
+
+    (deployment,) = _kubernetes("worker-deployment.yaml")
+    kubernetes_validate.validate(deployment, "1.33", strict=True)  # unknown fields fail too
+    pod = deployment["spec"]["template"]["spec"]
+    (worker,) = pod["containers"]
+    assert worker["command"][:3] == ["python", "worker.py", "run"]
+    shutdown_ms = int(worker["command"][worker["command"].index("--shutdown-timeout") + 1])
+    drain_ms = shutdown_ms + COMMIT_TIMEOUT_MS + CLOSE_TIMEOUT_MS + Settings.kafka_send_timeout_ms
+    assert pod["terminationGracePeriodSeconds"] * 1000 >= drain_ms + 10_000
+    names = {e["name"] for e in worker["env"]}
+    assert names <= set(ENV_VARIABLES) | PROCESS_VARIABLES
+    secrets = {e["name"] for e in worker["env"] if "valueFrom" in e}
+    assert secrets == SECRET_VARIABLES - {"JWT_SECRET"}, "the worker's secrets, each from a Secret"
+    assert all("secretKeyRef" in e["valueFrom"] for e in worker["env"] if "valueFrom" in e)
+    ecs = {e["name"]: e["value"] for e in _task("worker")["containerDefinitions"][0]["environment"]}
+    plain = {e["name"]: e["value"] for e in worker["env"] if "value" in e}
+    assert set(plain) == set(ecs), "the same settings as the ECS task definition"
+    assert not re.search(r"local-dev-secret|apppass", json.dumps(deployment)), "a dev secret is committed"
+
+
+def test_keda_scales_the_worker_by_the_groups_lag_like_the_ecs_policy():
+    scaled, auth = (_keda_checked(d) for d in _kubernetes("worker-scaledobject.yaml"))
+    (deployment,) = _kubernetes("worker-deployment.yaml")
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "kafka" and trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    meta = trigger["metadata"]
+    assert meta["consumerGroup"] == Settings.kafka_consumer_group and meta["topic"] == EVENTS_TOPIC
+    policy = json.loads((ROOT / "deploy" / "autoscaling" / "worker-scaling-policy.json").read_text())
+    target = json.loads((ROOT / "deploy" / "autoscaling" / "worker-scalable-target.json").read_text())
+    assert float(meta["lagThreshold"]) == policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (target["MinCapacity"], target["MaxCapacity"])
+    partitions = re.search(r"KAFKA_INPUT_PARTITIONS:-(\d+)", (ROOT / "scripts" / "stack").read_text())
+    assert spec["maxReplicaCount"] == int(partitions.group(1)), "no more pods than partitions"
+    assert meta["allowIdleConsumers"] == "false" and meta["offsetResetPolicy"] == "earliest"
+    assert {p["parameter"] for p in auth["spec"]["secretTargetRef"]} == {"sasl", "tls", "username", "password"}
