@@ -13,7 +13,7 @@ export APP_ENV ?= development
 export POSTGRES_PASSWORD ?= apppass
 export JWT_SECRET ?= local-dev-secret
 
-.PHONY: run test test-fast chaos up down status venv tools migrate lint format bench clean token docs browser
+.PHONY: run test test-fast chaos scale-demo up down status venv tools migrate lint format bench clean token docs browser
 comma := ,
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -79,6 +79,12 @@ test-fast: venv
 CHAOS_ARGS ?=
 chaos: up
 	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+
+# The ECS worker scaling policy acted out with real worker.py processes under a 30 -> 600 -> 30
+# events/s ramp, 10x faster than real time (tests/scaling/): a JSON report and a chart in
+# .artifacts/scaling/. `make test` runs the short version.
+scale-demo: up
+	$(PY) -m tests.scaling.run
 
 lint: venv tools
 	$(VENV)/bin/ruff check .
