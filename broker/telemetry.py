@@ -5,9 +5,9 @@
 ``retried``, ``dead_letters`` per actor; kept an hour), writes its own status (host, pid, state,
 partitions, in flight, retrying; dropped when it stops refreshing), and one process at a time
 (holding a short Redis lease) samples the group's lag per partition and the oldest unprocessed
-record's age through ``lag()``. Counting costs a dictionary update per message; Redis sees one
-pipeline per process per interval. A Redis outage loses samples, never work: telemetry errors
-are logged and the worker goes on.
+record's age through ``lag()``, with the number of live worker processes beside it. Counting
+costs a dictionary update per message; Redis sees one pipeline per process per interval. A
+Redis outage loses samples, never work: telemetry errors are logged and the worker goes on.
 
 :class:`TelemetryReader` reads it back for the console.
 """
@@ -137,9 +137,15 @@ class Telemetry(Middleware):
             if holder is None or holder.decode() != self._lease_owner:
                 return
             self.client.pexpire(lease, ttl_ms)
-        report = {**self.lag(), "at": now}
+        report = {**self.lag(), "at": now, "workers": self._live_workers(now)}
         store_lag_sample(self.client, self.prefix, report)
         self.client.set(f"{self.prefix}:lag:latest", json.dumps(report), ex=RETENTION_S + 60)
+
+    def _live_workers(self, now: float) -> int:
+        """Worker processes whose status is fresh (written within three intervals): charted beside
+        the lag, so scaling shows next to the backlog it answers."""
+        statuses = self.client.hvals(f"{self.prefix}:workers")
+        return sum(1 for value in statuses if now - json.loads(value).get("updated", 0) <= 3 * self.interval_s)
 
     def _forget_self(self) -> None:
         try:

@@ -98,6 +98,21 @@ def lag_series(
     return totals, ages, per_partition
 
 
+def worker_series(reader: TelemetryReader) -> tuple[list[float | None], list[dict[str, Any]]]:
+    """(live worker processes per 10-second bucket over the last hour, the scaling events): an
+    event is a bucket whose count differs from the last known one, with when, from and to."""
+    buckets, reports = reader.lag()
+    counts: list[float | None] = [r.get("workers") if r else None for r in reports]
+    events, last = [], None
+    for index, (bucket, count) in enumerate(zip(buckets, counts, strict=True)):
+        if count is None:
+            continue
+        if last is not None and count != last:
+            events.append({"index": index, "at": bucket, "from": last, "to": count})
+        last = count
+    return counts, events
+
+
 @_kafka_call
 def dead_letters(settings: Settings, redis: Any, *, actor: str = "", error: str = "", since_hours: float = 0) -> list:
     """Recent dead letters (newest first), filtered; each a summary dict plus replay state."""

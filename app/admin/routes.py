@@ -182,6 +182,7 @@ def overview() -> Any:
     except BrokerError as exc:
         lag_error = str(exc)
     totals, ages, per_partition = data.lag_series(reader)
+    processes, scaling = data.worker_series(reader)
     if lag:
         for p in lag["partitions"]:
             series = per_partition.get(f"{p['topic']}-{p['partition']}", [])
@@ -194,6 +195,10 @@ def overview() -> Any:
         oldest_age_s=(latest or {}).get("oldest_age_s"),
         lag_chart=line_chart(totals, label="total lag", unit=" records"),
         age_chart=line_chart(ages, label="oldest unprocessed", unit=" s"),
+        workers_chart=line_chart(
+            processes, label="worker processes", marks=[e["index"] for e in scaling] if scaling else ()
+        ),
+        scaling_events=[{**e, "at": time.strftime("%H:%M:%S", time.gmtime(e["at"]))} for e in reversed(scaling[-10:])],
         workers=workers,
         retrying_total=sum(w.get("retrying", 0) for w in workers),
         refresh=5,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 import pytest
 import redis
@@ -82,3 +84,24 @@ def test_a_redis_outage_loses_no_counts_and_stops_nothing():
     telemetry._count("job", "processed")
     telemetry.flush()  # logs, does not raise
     assert telemetry._counts[("job", "processed")] == 1
+
+
+def test_the_lag_sample_counts_the_live_worker_processes_beside_it(redis_client, prefix):
+    broker = StubBroker()
+    telemetry = Telemetry(redis_client, prefix=prefix, interval_s=0.1, lag=lambda: {"total_lag": 3, "partitions": []})
+    broker.add_middleware(telemetry)
+
+    @actor(broker=broker, topic="t")
+    def job():
+        pass
+
+    worker = Worker(broker, worker_threads=1)
+    worker.start()
+    reader = TelemetryReader(redis_client, prefix=prefix)
+    try:
+        wait_for(lambda: (reader.latest_lag() or {}).get("workers") == 1, timeout=5, message="one process sampled")
+        # another process reports (a fresh status): the next samples count both
+        redis_client.hset(f"{prefix}:workers", "other:1", json.dumps({"updated": time.time() + 60}))
+        wait_for(lambda: reader.latest_lag()["workers"] == 2, timeout=5, message="two processes sampled")
+    finally:
+        worker.stop()
