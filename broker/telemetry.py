@@ -157,11 +157,20 @@ class Telemetry(Middleware):
 
 def store_lag_sample(client: Any, prefix: str, report: dict[str, Any]) -> None:
     """Keep ``report`` as its 10-second bucket's lag sample, unless the bucket already holds a
-    larger total: a chart of the hour shows each bucket's peak, not whichever sample came last."""
+    larger total: a chart of the hour shows each bucket's peak, not whichever sample came last.
+    The bucket's worker count is the largest either sample saw."""
     key = f"{prefix}:lag:{bucket_of(report['at'])}"
     held = client.get(key)
-    if held is None or json.loads(held).get("total_lag", 0) <= report.get("total_lag", 0):
-        client.set(key, json.dumps(report), ex=RETENTION_S + 60)
+    kept = json.loads(held) if held is not None else None
+    if kept is None or kept.get("total_lag", 0) <= report.get("total_lag", 0):
+        kept, report = report, kept or {}
+    elif report.get("workers") is None:
+        return
+    # the worker processes: the most seen in the bucket, whichever sample holds the peak lag
+    counts = [n for n in (kept.get("workers"), report.get("workers")) if n is not None]
+    if counts:
+        kept["workers"] = max(counts)
+    client.set(key, json.dumps(kept), ex=RETENTION_S + 60)
 
 
 class TelemetryReader:

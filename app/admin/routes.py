@@ -178,7 +178,7 @@ def overview() -> Any:
         if latest is None or time.time() - latest.get("at", 0) > STALE_SAMPLE_S:  # no worker samples it now
             lag["oldest_age_s"] = data.oldest_age(lag)
             latest = lag
-            reader.record_lag(lag)
+            reader.record_lag({**lag, "workers": len(workers)})
     except BrokerError as exc:
         lag_error = str(exc)
     totals, ages, per_partition = data.lag_series(reader)

@@ -105,3 +105,14 @@ def test_the_lag_sample_counts_the_live_worker_processes_beside_it(redis_client,
         wait_for(lambda: reader.latest_lag()["workers"] == 2, timeout=5, message="two processes sampled")
     finally:
         worker.stop()
+
+
+def test_a_bucket_keeps_its_peak_lag_and_the_most_worker_processes_seen(redis_client, prefix):
+    from broker.telemetry import store_lag_sample
+
+    now = time.time()
+    store_lag_sample(redis_client, prefix, {"total_lag": 10, "workers": 1, "at": now})
+    store_lag_sample(redis_client, prefix, {"total_lag": 5, "workers": 3, "at": now})
+    store_lag_sample(redis_client, prefix, {"total_lag": 20, "at": now})  # the console's reading: no count
+    _, reports = TelemetryReader(redis_client, prefix=prefix).lag(now)
+    assert (reports[-1]["total_lag"], reports[-1]["workers"]) == (20, 3)
