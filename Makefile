@@ -13,7 +13,7 @@ export APP_ENV ?= development
 export POSTGRES_PASSWORD ?= apppass
 export JWT_SECRET ?= local-dev-secret
 
-.PHONY: run test test-fast chaos scale-demo up down status venv tools migrate lint format bench clean token docs browser
+.PHONY: run test test-fast chaos soak scale-demo up down status venv tools migrate lint format bench clean token docs browser
 comma := ,
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -79,6 +79,13 @@ test-fast: venv
 CHAOS_ARGS ?=
 chaos: up
 	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+
+# 30 minutes of mixed load on the whole system with worker restarts and poison records; fails on
+# growth (RSS, descriptors, Redis keys, PostgreSQL connections), loss or unbounded lag
+# (tests/chaos/soak.py). SOAK_ARGS="--minutes 5" for a shorter one.
+SOAK_ARGS ?=
+soak: up
+	$(PY) -m tests.chaos.soak $(SOAK_ARGS)
 
 # The ECS worker scaling policy acted out with real worker.py processes under a 30 -> 600 -> 30
 # events/s ramp, 10x faster than real time (tests/scaling/): a JSON report and a chart in
