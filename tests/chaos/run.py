@@ -18,7 +18,7 @@ from core.settings import load_settings
 from tests.chaos.harness import log, stack
 from tests.chaos.scenarios import SCENARIOS
 
-CI_SCENARIOS = ["worker-kill", "kafka-restart", "postgres-outage", "poison"]
+CI_SCENARIOS = ["worker-kill", "kafka-restart", "kafka-freeze", "postgres-outage", "poison"]
 DEVELOPMENT = {"APP_ENV": "development", "JWT_SECRET": "local-dev-secret", "POSTGRES_PASSWORD": "apppass"}
 
 

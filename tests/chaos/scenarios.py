@@ -20,6 +20,7 @@ from broker.brokers.kafka import client_options
 from broker.message import Message
 from core.cache import cache_key
 from core.settings import Settings
+from tests.chaos.hangs import HANG_SCENARIOS
 from tests.chaos.harness import (
     INPUT_TOPIC,
     ROOT,
@@ -325,3 +326,5 @@ SCENARIOS: dict[str, Callable[[Settings, bool], Result]] = {
     "stale-race": stale_race,
     "kafka-cluster": kafka_cluster,
 }
+
+SCENARIOS.update(HANG_SCENARIOS)  # faults that hang instead of fail (tests/chaos/hangs.py)
