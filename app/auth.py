@@ -25,6 +25,7 @@ from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from app.errors import error_response
 from app.extensions import jwt
+from app.jwks import KeySet
 from app.verified_tokens import VerifiedTokens
 from core.settings import Settings
 
@@ -53,8 +54,8 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
             max_age=settings.jwt_verified_cache_seconds, leeway=settings.jwt_leeway_seconds
         )
     if settings.jwt_jwks_url and not settings.jwt_algorithm.startswith("HS"):
-        # PyJWKClient caches the key set (5 minutes) and fetches it again for an unknown kid
-        app.extensions["jwks_client"] = pyjwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, timeout=5)
+        # the key set expires after JWT_JWKS_CACHE_SECONDS, and each key with it (app/jwks.py)
+        app.extensions["jwks"] = KeySet(settings.jwt_jwks_url, lifespan=settings.jwt_jwks_cache_seconds)
 
     def unauthorized(message: str) -> Any:
         return error_response(401, "unauthorized", message)
@@ -90,15 +91,15 @@ def _verification_key(header: dict[str, Any], claims: dict[str, Any]) -> Any:
     named by the token's ``kid``, as real providers rotate keys. A token without ``kid``, or with
     one the provider does not publish, is a 401."""
     settings = current_app.config["SETTINGS"]
-    client = current_app.extensions.get("jwks_client")
-    if client is None:
+    keys = current_app.extensions.get("jwks")
+    if keys is None:
         return settings.jwt_secret if settings.jwt_algorithm.startswith("HS") else settings.jwt_public_key
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise pyjwt.InvalidTokenError("the token names no key (kid)")
     try:
-        return client.get_signing_key(kid).key
-    except pyjwt.PyJWKClientError as exc:
+        return keys.key(kid)
+    except pyjwt.PyJWTError as exc:  # no such kid, an empty or malformed key set, the provider away
         raise pyjwt.InvalidTokenError(f"no usable key {kid!r} at the identity provider") from exc
 
 

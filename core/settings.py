@@ -73,6 +73,7 @@ class Settings:
     jwt_secret: str | None = None  # JWT_SECRET (HS*)
     jwt_public_key: str | None = None  # JWT_PUBLIC_KEY (RS*: PEM text, or a path to a PEM file)
     jwt_jwks_url: str | None = None  # JWT_JWKS_URL (RS*: the identity provider's keys, by kid)
+    jwt_jwks_cache_seconds: int = 300  # JWT_JWKS_CACHE_SECONDS (the key set is fetched again this often)
     jwt_leeway_seconds: int = 30  # JWT_LEEWAY_SECONDS (clock skew allowed on exp, nbf, iat)
     jwt_max_ttl_seconds: int = 86400  # JWT_MAX_TTL_SECONDS (exp - iat, or exp - now without iat)
     jwt_audience: str | None = None  # JWT_AUDIENCE (checked against aud when set)
@@ -195,6 +196,10 @@ def _check(settings: Settings) -> list[str]:
     need(
         0 <= settings.jwt_verified_cache_seconds <= 3600,
         "JWT_VERIFIED_CACHE_SECONDS must be between 0 (off) and 3600",
+    )
+    need(
+        1 <= settings.jwt_jwks_cache_seconds <= 3600,
+        "JWT_JWKS_CACHE_SECONDS must be between 1 and 3600",
     )
     if settings.jwt_algorithm.startswith("HS"):
         if not settings.jwt_secret:
