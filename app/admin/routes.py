@@ -35,6 +35,7 @@ audit = logging.getLogger("app.admin.audit")
 blueprint = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates", static_folder="static")
 
 STALE_SAMPLE_S = 30  # older lag samples mean no worker samples: the console measures the age itself
+LOGIN_FORM_MAX_BYTES = 16 * 1024  # a token and a CSRF value; providers' JWTs run to a few KB
 SHOWN_DEAD_LETTERS = 200  # newest first; "replay all matching" covers the rest too
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -109,6 +110,7 @@ def login() -> Response:
 
 @blueprint.post("/login")
 def login_submit() -> Any:
+    request.max_content_length = LOGIN_FORM_MAX_BYTES  # before the form is read: larger is a 413
     if not same_token(request.cookies.get(LOGIN_COOKIE), request.form.get("csrf")):
         abort(403, "the sign-in form's CSRF token is missing or wrong: reload the page and try again")
     try:

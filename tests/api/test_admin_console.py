@@ -147,3 +147,9 @@ def test_a_redis_outage_is_a_503_page_not_a_crash(client, app, monkeypatch):
     client.set_cookie("admin_session", "some-session", path="/admin")
     response = client.get("/admin/")
     assert response.status_code == 503 and "Redis did not answer" in response.text
+
+
+def test_the_sign_in_form_is_capped_in_size(client):
+    page = client.get("/admin/login")
+    response = client.post("/admin/login", data={"csrf": csrf_of(page.text), "token": "x" * 20_000})
+    assert response.status_code == 413 and response.is_json
