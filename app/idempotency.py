@@ -53,7 +53,7 @@ def claim(svc: Services, raw_key: str, subject: str, body: dict[str, Any], reque
 
     Redis goes through the API's breaker (``svc``): while it is down, no claim is made and the
     worker dedupes."""
-    if not _VALID.match(raw_key):
+    if not _VALID.fullmatch(raw_key):
         return error_response(400, "bad_request", f"{HEADER} must be 1-128 letters, digits or ._:-")
     hashed = event_key(subject, raw_key)
     fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
