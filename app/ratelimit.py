@@ -12,7 +12,8 @@ only once the body is validated and the subject only once the token is verified;
 flask-limiter's Flask extension is not used at all (its hook cost every request, limited or not,
 about 4 % of a cache hit). If Redis is down the limit fails open (serving events matters more
 than limiting them), through the API's Redis breaker (:meth:`app.services.Services.redis_failed`):
-one warning, then Redis is skipped a while.
+one warning, then Redis is skipped a while. Only Redis's own errors open it: an exception from
+our code (a bug) is a 500 for that request, not a reason to stop limiting every request.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 import time
 from typing import Any
 
+import redis
 from flask import Flask, current_app
 from limits import parse_many
 from limits.storage import RedisStorage
@@ -86,7 +88,7 @@ def check_event_rate(device_id: str, subject: str) -> Any | None:
             return None
         item, scope, value = checks[full - 1]
         reset = limiter.get_window_stats(item, "events", scope, value).reset_time
-    except Exception as exc:  # Redis down or slow: fail open
+    except (redis.RedisError, TimeoutError) as exc:  # Redis down or slow: fail open; a bug of ours is not that
         svc.redis_failed(exc)
         return None
     response, status = error_response(429, "too_many_requests", f"too many events for this {scope}: at most {item}")
