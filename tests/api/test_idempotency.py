@@ -75,3 +75,24 @@ def test_without_redis_the_worker_still_stores_a_retried_event_once(
         stored = conn.execute(text("SELECT count(*) FROM events WHERE device_id = :d"), {"d": device_id}).scalar()
         version = conn.execute(text("SELECT version FROM resources WHERE id = :d"), {"d": device_id}).scalar()
     assert (stored, version) == (1, 1)
+
+
+def test_keys_live_idempotency_ttl_seconds_and_each_subject_claims_a_bounded_number(
+    settings, api_broker, make_token, device_id, unique, redis_client
+):
+    """Redis runs with noeviction: a subject sending a new key with every event must not grow it
+    without bound. Beyond the cap a key is not stored in Redis (the worker still dedupes it)."""
+    client = create_app(
+        settings.replace(idempotency_ttl_seconds=120, idempotency_max_keys_per_subject=2), broker=api_broker
+    ).test_client()
+    subject = f"sub-{unique}"
+    token, body = make_token(sub=subject), {"device_id": device_id, "payload": {"n": 1}}
+    answers = [_post(client, token, body, f"cap-{unique}-{i}") for i in range(3)]
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    stored = [redis_client.ttl(f"idempotency:{event_key(subject, f'cap-{unique}-{i}')}") for i in range(3)]
+    assert 0 < stored[0] <= 120 and 0 < stored[1] <= 120 and stored[2] == -2  # the third is not in Redis
+    assert _post(client, token, body, f"cap-{unique}-0").headers.get("Idempotent-Replayed") == "true"
+    over = _post(client, token, body, f"cap-{unique}-2")
+    assert over.status_code == 202 and over.json["request_id"] != answers[2].json["request_id"]
+    assert _post(client, make_token(sub=f"other-{unique}"), body, f"cap-{unique}-9").status_code == 202
+    assert redis_client.exists(f"idempotency:{event_key(f'other-{unique}', f'cap-{unique}-9')}")
