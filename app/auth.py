@@ -153,6 +153,8 @@ def verify_admin_token(token: str) -> dict[str, Any]:
     problem = claims_problem(claims)
     if problem is not None:
         raise TokenRejected(401, problem)
+    if claims.get("type") == "refresh":  # as verify_jwt_in_request refuses it on every API route
+        raise TokenRejected(401, "only an access token signs in, not a refresh token")
     if "admin" not in _roles(claims):
         raise TokenRejected(403, "the console is for the admin role only")
     return claims

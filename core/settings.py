@@ -66,6 +66,7 @@ class Settings:
     kafka_request_timeout_ms: int = 30000  # KAFKA_REQUEST_TIMEOUT_MS (consumer and admin requests)
 
     admin_session_seconds: int = 900  # ADMIN_SESSION_SECONDS (the /admin console's sign-in lifetime)
+    admin_sign_in_per_minute: int = 10  # ADMIN_SIGN_IN_PER_MINUTE (console sign-in attempts per client address)
 
     cloudwatch_namespace: str = "DeviceBackend/Kafka"  # CLOUDWATCH_NAMESPACE (`worker.py lag --publish cloudwatch`)
 
@@ -180,6 +181,7 @@ def _check(settings: Settings) -> list[str]:
         need(getattr(settings, name) > 0, f"{name.upper()} must be positive")
     need(settings.cache_ttl_seconds > 0, "CACHE_TTL_SECONDS must be positive")
     need(settings.admin_session_seconds > 0, "ADMIN_SESSION_SECONDS must be positive")
+    need(settings.admin_sign_in_per_minute > 0, "ADMIN_SIGN_IN_PER_MINUTE must be positive")
     need(
         settings.kafka_assignor in ("cooperative-sticky", "range", "roundrobin"),
         "KAFKA_ASSIGNOR must be cooperative-sticky, range or roundrobin",
