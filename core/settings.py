@@ -82,9 +82,11 @@ class Settings:
     jwt_verified_cache_seconds: int = 60  # JWT_VERIFIED_CACHE_SECONDS (a verified token skips decoding; 0: off)
 
     max_body_bytes: int = 64 * 1024  # MAX_BODY_BYTES
+    proxy_hops: int = 0  # PROXY_HOPS (proxies in front that set X-Forwarded-For/-Proto: 1 behind an ALB)
     api_max_in_flight: int = 256  # API_MAX_IN_FLIGHT (per API process; beyond it: 503 + Retry-After; 0: off)
     api_max_loop_lag_ms: int = 500  # API_MAX_LOOP_LAG_MS (an API process's event loop this late: 503; 0: off)
     rate_limit_events: str = "100/5 seconds"  # RATE_LIMIT_EVENTS (per device and per token subject)
+    rate_limit_refused: str = "50/5 seconds"  # RATE_LIMIT_REFUSED (refused requests per client address)
     idempotency_ttl_seconds: int = 86400  # IDEMPOTENCY_TTL_SECONDS (how long an Idempotency-Key's answer is kept)
     idempotency_max_keys_per_subject: int = 100000  # IDEMPOTENCY_MAX_KEYS_PER_SUBJECT (new keys per TTL)
 
@@ -187,11 +189,13 @@ def _check(settings: Settings) -> list[str]:
         "KAFKA_ASSIGNOR must be cooperative-sticky, range or roundrobin",
     )
     need(settings.max_body_bytes > 0, "MAX_BODY_BYTES must be positive")
+    need(0 <= settings.proxy_hops <= 5, "PROXY_HOPS must be between 0 and 5")
     need(settings.api_max_in_flight >= 0, "API_MAX_IN_FLIGHT must be 0 (off) or positive")
     need(settings.api_max_loop_lag_ms >= 0, "API_MAX_LOOP_LAG_MS must be 0 (off) or positive")
     need(settings.idempotency_ttl_seconds >= 60, "IDEMPOTENCY_TTL_SECONDS must be at least 60")
     need(settings.idempotency_max_keys_per_subject > 0, "IDEMPOTENCY_MAX_KEYS_PER_SUBJECT must be positive")
     need(_valid_limits(settings.rate_limit_events), "RATE_LIMIT_EVENTS must read like '100/5 seconds;20/second'")
+    need(_valid_limits(settings.rate_limit_refused), "RATE_LIMIT_REFUSED must read like '50/5 seconds'")
     need(
         settings.redis_url.startswith(("redis://", "rediss://", "unix://")),
         "REDIS_URL must start with redis://, rediss:// or unix://",

@@ -99,7 +99,7 @@ def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
         if session is None:
             return redirect(url_for("admin.login"))
         if request.method == "POST" and not same_token(session.csrf, request.form.get("csrf")):
-            audit.warning("admin request refused: CSRF token missing or wrong", extra={"path": request.path})
+            audit.warning("admin request refused: CSRF token missing or wrong", extra={**_who(), "path": request.path})
             abort(403, "the form's CSRF token is missing or wrong: reload the page and try again")
         g.admin = session
         return view(*args, **kwargs)
@@ -108,7 +108,12 @@ def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _audit(action: str, **fields: Any) -> None:
-    audit.info("admin action", extra={"audit": True, "action": action, "admin": g.admin.subject, **fields})
+    audit.info("admin action", extra={**_who(), "audit": True, "action": action, "admin": g.admin.subject, **fields})
+
+
+def _who() -> dict[str, Any]:
+    """What every audit line names: the request (its X-Request-ID) and the client's address."""
+    return {"request_id": g.get("request_id", ""), "client": request.remote_addr or "unknown"}
 
 
 def _sign_in_throttled() -> int:
@@ -143,7 +148,7 @@ def login_submit() -> Any:
     request.max_content_length = LOGIN_FORM_MAX_BYTES  # before the form is read: larger is a 413
     wait = _sign_in_throttled()
     if wait:
-        audit.warning("admin sign-in refused: too many attempts", extra={"status": 429})
+        audit.warning("admin sign-in refused: too many attempts", extra={**_who(), "status": 429})
         error = f"Too many sign-in attempts from your address: try again in {wait} s."
         page = render_template("admin/login.html", login_csrf=request.cookies.get(LOGIN_COOKIE), error=error)
         return page, 429, {"Retry-After": str(wait)}
@@ -154,10 +159,10 @@ def login_submit() -> Any:
         session_id, session, lifetime = start_session(services().redis, claims, _settings().admin_session_seconds)
     except (TokenRejected, SessionRefused) as exc:
         status = exc.status if isinstance(exc, TokenRejected) else 401
-        audit.warning("admin sign-in refused", extra={"status": status, "reason": str(exc)})
+        audit.warning("admin sign-in refused", extra={**_who(), "status": status, "reason": str(exc)})
         token = request.cookies.get(LOGIN_COOKIE)
         return render_template("admin/login.html", login_csrf=token, error=str(exc)), status
-    audit.info("admin signed in", extra={"audit": True, "admin": session.subject, "session_s": lifetime})
+    audit.info("admin signed in", extra={**_who(), "audit": True, "admin": session.subject, "session_s": lifetime})
     response = redirect(url_for("admin.overview"))
     response.set_cookie(
         SESSION_COOKIE,
