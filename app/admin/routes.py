@@ -125,9 +125,9 @@ def _sign_in_throttled() -> int:
     pipe = services().redis.pipeline()
     pipe.incr(key)
     pipe.expire(key, 60, nx=True)
-    pipe.ttl(key)
-    attempts, _, ttl = pipe.execute()
-    return max(1, int(ttl)) if attempts > _settings().admin_sign_in_per_minute else 0
+    pipe.pttl(key)
+    attempts, _, ttl_ms = pipe.execute()
+    return max(1, math.ceil(ttl_ms / 1000)) if attempts > _settings().admin_sign_in_per_minute else 0
 
 
 # ---------------------------------------------------------------- sign-in
