@@ -20,7 +20,8 @@ application sees the request: it must arrive within ``BODY_TIMEOUT`` seconds of 
 plus one second per ``BODY_MIN_RATE`` bytes received (Apache's ``mod_reqtimeout`` rule:
 ``body=5,MinRate=1024``). A body over its deadline is answered ``408`` (JSON) and the connection
 closed, counted in ``http_request_body_timeouts_total``. A larger declared body is not read:
-the application refuses it (413) from its ``Content-Length`` alone.
+the application refuses it (413) from its ``Content-Length`` alone; a chunked one that turns
+out larger is refused ``413`` here (werkzeug would cut it at the limit and hand on the start).
 
 Why a yield between requests (fairness): gevent's sockets try a read before they wait, and on a
 fast network the next request of a keep-alive client, or Redis's reply, is often there before
@@ -190,26 +191,32 @@ class HeaderDeadlineGeventWorker(GeventWorker):
         return wrapped.reading_head()
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
-        if isinstance(sock, _HeadDeadlineSocket) and not self._body_in_time(req, sock):
+        refused = self._read_body(req, sock) if isinstance(sock, _HeadDeadlineSocket) else None
+        if refused == 408:
             self._count_body_timeout()
             with contextlib.suppress(OSError):
                 write_json_error(sock, 408, "Request Timeout", "the request body did not arrive in time")
             raise StopIteration()  # gunicorn closes the connection
+        if refused == 413:  # werkzeug would truncate a chunked body at its limit (a 400), not refuse it
+            with contextlib.suppress(OSError):
+                write_json_error(sock, 413, "Request Entity Too Large", "the body is larger than MAX_BODY_BYTES")
+            raise StopIteration()
         return super().handle_request(listener_name, req, sock, addr)
 
-    def _body_in_time(self, req: Any, sock: _HeadDeadlineSocket) -> bool:
-        """Read the body into its buffer before the application runs (module docstring); False if
-        it missed its deadline. A client that hung up mid-body is closed without an answer."""
+    def _read_body(self, req: Any, sock: _HeadDeadlineSocket) -> int | None:
+        """Read the body into its buffer before the application runs (module docstring): None,
+        or the status to refuse it with (408: it missed its deadline; 413: a chunked body over
+        MAX_BODY_BYTES). A client that hung up mid-body is closed without an answer."""
         body = getattr(req, "body", None)
         reader = getattr(body, "reader", None)
         if isinstance(reader, LengthReader):
             if reader.length == 0 or reader.length > self._max_body:
-                return True  # nothing to read, or the application refuses it unread (413)
+                return None  # nothing to read, or the application refuses it unread (413)
             limit = reader.length
         elif isinstance(reader, ChunkedReader):
-            limit = self._max_body + 1  # one byte more tells the application it is too large
+            limit = self._max_body + 1  # one byte more tells it is too large
         else:
-            return True
+            return None
         if getattr(req, "_expected_100_continue", False):  # wsgi.create would send it, after the read
             util.write(sock, b"HTTP/1.1 100 Continue\r\n\r\n")
             req._expected_100_continue = False
@@ -219,12 +226,14 @@ class HeaderDeadlineGeventWorker(GeventWorker):
         except NoMoreData:
             data = None
         if sock.timed_out:
-            return False
+            return 408
         if data is None or (isinstance(reader, LengthReader) and len(data) < limit):
             raise StopIteration()  # the client hung up mid-body
+        if len(data) > self._max_body:
+            return 413
         body.buf = io.BytesIO()
         body.buf.write(data)  # the application reads it from here (Body keeps its surplus in buf)
-        return True
+        return None
 
     def _count_body_timeout(self) -> None:
         if self._body_timeouts is None:  # created in this worker process, after gevent patched
