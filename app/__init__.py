@@ -27,6 +27,10 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     register_errorhandlers(app)
     register_request_hooks(app)
     register_commands(app)
+    if settings.proxy_hops:  # the client's address and scheme as the load balancer saw them
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)  # type: ignore[method-assign]
     return app
 
 
@@ -85,6 +89,9 @@ def register_request_hooks(app: Flask) -> None:
     register(app)
     settings = app.config["SETTINGS"]
     register_load_shedding(app, settings.api_max_in_flight, settings.api_max_loop_lag_ms)  # after the log's hooks
+    from app.ratelimit import register_refused_rate_limit
+
+    register_refused_rate_limit(app)  # after the log's hooks too: the log records the 429
 
 
 def register_commands(app: Flask) -> None:

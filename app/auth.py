@@ -10,10 +10,18 @@ credential must not write every device's state. A ``device`` token without a sco
 refused in production and allowed in development (the architecture document's walk-through
 token has none). ``admin`` acts on any id; ``user`` reads any id unless its token carries a
 ``devices`` claim, which then limits it.
+
+Claims of the wrong shape fail closed (:func:`claims_problem`, a 401 on every route): ``roles``
+and ``devices`` must be lists of strings and ``device_id`` a string when present, so that
+``"devices": "dev-1"`` can never be read as "no limit" and ``roles: [["admin"]]`` never reaches
+a set; ``sub`` must be a string PostgreSQL and UTF-8 can hold (1-256 characters, the length of
+``events.user_id``, no NUL and no lone surrogate), since it is stored with every event and names
+the subject's rate-limit and idempotency keys in Redis.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -25,10 +33,13 @@ from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from app.errors import error_response
 from app.extensions import jwt
+from app.jwks import KeySet
 from app.verified_tokens import VerifiedTokens
 from core.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_SUBJECT_LENGTH = 256  # events.user_id is VARCHAR(256)
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # PostgreSQL text holds no NUL; UTF-8 no lone surrogate
 
 
 def configure_jwt(app: Flask, settings: Settings) -> None:
@@ -53,8 +64,8 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
             max_age=settings.jwt_verified_cache_seconds, leeway=settings.jwt_leeway_seconds
         )
     if settings.jwt_jwks_url and not settings.jwt_algorithm.startswith("HS"):
-        # PyJWKClient caches the key set (5 minutes) and fetches it again for an unknown kid
-        app.extensions["jwks_client"] = pyjwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, timeout=5)
+        # the key set expires after JWT_JWKS_CACHE_SECONDS, and each key with it (app/jwks.py)
+        app.extensions["jwks"] = KeySet(settings.jwt_jwks_url, lifespan=settings.jwt_jwks_cache_seconds)
 
     def unauthorized(message: str) -> Any:
         return error_response(401, "unauthorized", message)
@@ -71,6 +82,24 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
     # The JWTManager is shared by every app of the process: its callbacks read the current app.
     jwt.token_verification_loader(_within_policy)
     jwt.decode_key_loader(_verification_key)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def claims_problem(claims: dict[str, Any]) -> str | None:
+    """Why the verified ``claims`` are of a shape this API refuses, or None (module docstring)."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_LENGTH or _UNSTORABLE.search(subject):
+        return f"the token's sub must be 1-{MAX_SUBJECT_LENGTH} characters of valid text"
+    if "roles" in claims and not _strings(claims["roles"]):
+        return "the token's roles must be a list of strings"
+    if "device_id" in claims and not isinstance(claims["device_id"], str):
+        return "the token's device_id must be a string"
+    if "devices" in claims and not _strings(claims["devices"]):
+        return "the token's devices must be a list of strings"
+    return None
 
 
 def _within_policy(header: dict[str, Any], claims: dict[str, Any]) -> bool:
@@ -90,15 +119,15 @@ def _verification_key(header: dict[str, Any], claims: dict[str, Any]) -> Any:
     named by the token's ``kid``, as real providers rotate keys. A token without ``kid``, or with
     one the provider does not publish, is a 401."""
     settings = current_app.config["SETTINGS"]
-    client = current_app.extensions.get("jwks_client")
-    if client is None:
+    keys = current_app.extensions.get("jwks")
+    if keys is None:
         return settings.jwt_secret if settings.jwt_algorithm.startswith("HS") else settings.jwt_public_key
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise pyjwt.InvalidTokenError("the token names no key (kid)")
     try:
-        return client.get_signing_key(kid).key
-    except pyjwt.PyJWKClientError as exc:
+        return keys.key(kid)
+    except pyjwt.PyJWTError as exc:  # no such kid, an empty or malformed key set, the provider away
         raise pyjwt.InvalidTokenError(f"no usable key {kid!r} at the identity provider") from exc
 
 
@@ -121,6 +150,11 @@ def verify_admin_token(token: str) -> dict[str, Any]:
         raise TokenRejected(401, "this is not a valid token, or it has expired") from exc
     if not _within_policy({}, claims):
         raise TokenRejected(401, "token rejected: it must expire, within JWT_MAX_TTL_SECONDS")
+    problem = claims_problem(claims)
+    if problem is not None:
+        raise TokenRejected(401, problem)
+    if claims.get("type") == "refresh":  # as verify_jwt_in_request refuses it on every API route
+        raise TokenRejected(401, "only an access token signs in, not a refresh token")
     if "admin" not in _roles(claims):
         raise TokenRejected(403, "the console is for the admin role only")
     return claims
@@ -134,10 +168,11 @@ def roles_required(*roles: str) -> Callable[[F], F]:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             verify_jwt_in_request()
-            granted = get_jwt().get("roles") or []
-            if isinstance(granted, str):
-                granted = [granted]
-            if not allowed.intersection(granted if isinstance(granted, list) else []):
+            claims = get_jwt()
+            problem = claims_problem(claims)
+            if problem is not None:
+                return error_response(401, "unauthorized", problem)
+            if not allowed.intersection(claims.get("roles") or ()):
                 return error_response(403, "forbidden", f"requires one of the roles: {', '.join(sorted(allowed))}")
             return fn(*args, **kwargs)
 
@@ -147,10 +182,8 @@ def roles_required(*roles: str) -> Callable[[F], F]:
 
 
 def _roles(claims: dict[str, Any]) -> set[str]:
-    granted = claims.get("roles") or []
-    if isinstance(granted, str):
-        granted = [granted]
-    return set(granted) if isinstance(granted, list) else set()
+    """The token's roles (claims already passed :func:`claims_problem`)."""
+    return set(claims.get("roles") or ())
 
 
 def device_scope(claims: dict[str, Any]) -> frozenset[str] | None:
@@ -182,6 +215,6 @@ def scope_denial(resource_id: str, *, reading: bool) -> Any | None:
         if resource_id not in scope:
             return error_response(403, "forbidden", f"this token may not act for {resource_id!r}")
         return None
-    if reading and isinstance(claims.get("devices"), list) and resource_id not in (scope or ()):
+    if reading and "devices" in claims and resource_id not in (scope or ()):
         return error_response(403, "forbidden", f"this token may not read {resource_id!r}")
     return None

@@ -28,7 +28,10 @@ RETRY_AFTER_SECONDS = "5"
 def post_event() -> ResponseReturnValue:
     if not request.is_json:
         return error_response(415, "unsupported_media_type", "send the event as application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser can go: as malformed as any other
+        body = None
     if body is None:
         return error_response(400, "bad_request", "the body is not valid JSON")
     if not isinstance(body, dict):

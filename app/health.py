@@ -3,11 +3,14 @@ Redis and Kafka are reachable) for the load balancer and orchestrator."""
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
 from app.services import services
+from core.singleflight import SingleFlight
 
 blueprint = Blueprint("health", __name__)
 
@@ -17,8 +20,29 @@ def healthz() -> ResponseReturnValue:
     return {"status": "ok"}, 200
 
 
+READY_CACHE_SECONDS = 1.0  # a flood of /readyz costs one round of checks per second, not a DB connection each
+
+
 @blueprint.get("/readyz")
 def readyz() -> ResponseReturnValue:
+    """The checks' result, computed at most once a second per process (requests arriving while a
+    round runs share it): /readyz is unauthenticated and never shed, so without this a flood of
+    it took a PostgreSQL connection per request from the pool the devices need."""
+    cached = current_app.extensions.get("readiness")
+    now = time.monotonic()
+    if cached is None or now - cached[0] >= READY_CACHE_SECONDS:
+        flights = current_app.extensions.get("readiness_flight")
+        if flights is None:
+            flights = current_app.extensions["readiness_flight"] = SingleFlight()
+        results, _ = flights.do("readyz", _run_checks)
+        cached = (time.monotonic(), results)
+        current_app.extensions["readiness"] = cached
+    results = cached[1]
+    ready = all(v == "ok" for v in results.values())
+    return {"status": "ready" if ready else "unavailable", "checks": results}, 200 if ready else 503
+
+
+def _run_checks() -> dict[str, str]:
     checks = {"postgres": _check_postgres, "redis": _check_redis, "kafka": _check_kafka}
     results = {}
     for name, check in checks.items():
@@ -28,8 +52,7 @@ def readyz() -> ResponseReturnValue:
         except Exception as exc:
             current_app.logger.warning("readiness check failed", extra={"check": name, "error": str(exc)})
             results[name] = "unavailable"
-    ready = all(v == "ok" for v in results.values())
-    return {"status": "ready" if ready else "unavailable", "checks": results}, 200 if ready else 503
+    return results
 
 
 def _check_postgres() -> None:

@@ -1,8 +1,9 @@
 """``Idempotency-Key`` on ``POST /events``: a device that retries (after a timeout, or a 503
 whose send did reach Kafka) gets the first answer back instead of writing a second event.
 
-The key (1-128 of ``A-Z a-z 0-9 . _ : -``) is scoped to the token's subject and kept for 24 h in
-Redis under ``idempotency:<sha256(subject, key)>``, claimed with ``SET NX``:
+The key (1-128 of ``A-Z a-z 0-9 . _ : -``) is scoped to the token's subject and kept for
+``IDEMPOTENCY_TTL_SECONDS`` (24 h) in Redis under ``idempotency:<sha256(subject, key)>``, claimed
+only if absent (one Lua script):
 
 * first request: claimed as *pending*, enqueued, then stored as the answer (202 + request id);
   a 503 releases the claim, so the device's retry can go through;
@@ -12,6 +13,12 @@ Redis under ``idempotency:<sha256(subject, key)>``, claimed with ``SET NX``:
 
 Redis can be down: then the API cannot tell, enqueues, and the worker stores the event once all
 the same, because the hashed key travels in the event and ``events.idempotency_key`` is unique.
+
+Bounded: Redis runs with ``noeviction`` (docs/operations.md), so these keys must not grow without
+limit. Each subject may claim at most ``IDEMPOTENCY_MAX_KEYS_PER_SUBJECT`` new keys per
+``IDEMPOTENCY_TTL_SECONDS`` (counted under ``idempotency-count:<sha256(subject)>``); beyond that a
+new key is not stored in Redis and its request is treated as when Redis is down: enqueued, and
+stored once by the worker.
 """
 
 from __future__ import annotations
@@ -28,10 +35,21 @@ from app.errors import error_response
 from app.services import Services
 
 HEADER = "Idempotency-Key"
-TTL_SECONDS = 24 * 3600
 PENDING_TTL_SECONDS = 60  # a claim whose request died mid-way frees itself
 KEY_PREFIX = "idempotency:"
+COUNT_PREFIX = "idempotency-count:"  # never a prefix of, nor prefixed by, KEY_PREFIX's keys
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# KEYS[1] the claim, KEYS[2] the subject's count; ARGV: the pending value, its TTL, the cap, the
+# count's TTL. 1: claimed; 0: the key exists (read it); -1: the subject is over its cap.
+CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4])) end
+if n > tonumber(ARGV[3]) then return -1 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"""
 
 
 def event_key(subject: str, key: str) -> str:
@@ -53,7 +71,7 @@ def claim(svc: Services, raw_key: str, subject: str, body: dict[str, Any], reque
 
     Redis goes through the API's breaker (``svc``): while it is down, no claim is made and the
     worker dedupes."""
-    if not _VALID.match(raw_key):
+    if not _VALID.fullmatch(raw_key):
         return error_response(400, "bad_request", f"{HEADER} must be 1-128 letters, digits or ._:-")
     hashed = event_key(subject, raw_key)
     fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -61,9 +79,18 @@ def claim(svc: Services, raw_key: str, subject: str, body: dict[str, Any], reque
         return Claim(hashed, fingerprint, None)
     redis_key = KEY_PREFIX + hashed
     pending = json.dumps({"state": "pending", "fingerprint": fingerprint, "request_id": request_id})
+    settings = svc.clients.settings
+    count_key = COUNT_PREFIX + hashlib.sha256(subject.encode()).hexdigest()
     try:
-        if svc.redis.set(redis_key, pending, nx=True, ex=PENDING_TTL_SECONDS):
+        claimed = svc.idempotency_claim(
+            keys=[redis_key, count_key],
+            args=[pending, PENDING_TTL_SECONDS, settings.idempotency_max_keys_per_subject,
+                  settings.idempotency_ttl_seconds],
+        )  # fmt: skip
+        if claimed == 1:
             return Claim(hashed, fingerprint, redis_key)
+        if claimed == -1:  # over the subject's cap: the worker dedupes, as without Redis
+            return Claim(hashed, fingerprint, None)
         stored = json.loads(svc.redis.get(redis_key) or "null")
     except redis.RedisError as exc:
         svc.redis_failed(exc)
@@ -81,13 +108,14 @@ def claim(svc: Services, raw_key: str, subject: str, body: dict[str, Any], reque
 
 
 def settle(svc: Services, held: Claim, *, status: int, request_id: str) -> None:
-    """Store the answer (a 202) for 24 h, or release the claim (anything else) for a retry."""
+    """Store the answer (a 202) for ``IDEMPOTENCY_TTL_SECONDS``, or release the claim (anything
+    else) for a retry."""
     if held.redis_key is None:
         return
     try:
         if status == 202:
             answer = {"state": "done", "fingerprint": held.fingerprint, "status": status, "request_id": request_id}
-            svc.redis.set(held.redis_key, json.dumps(answer), ex=TTL_SECONDS)
+            svc.redis.set(held.redis_key, json.dumps(answer), ex=svc.clients.settings.idempotency_ttl_seconds)
         else:
             svc.redis.delete(held.redis_key)
     except redis.RedisError as exc:

@@ -67,7 +67,8 @@ class SingleDecodeJWTManager(JWTManager):
             if claims is not None:
                 return claims
             claims = self._verify(encoded_token, csrf_value, allow_expired)
-            verified.put(encoded_token, claims)
+            keys = current_app.extensions.get("jwks")  # a remembered token never outlives its key set
+            verified.put(encoded_token, claims, not_after=keys.expires_at() if keys is not None else None)
             return claims
         return self._verify(encoded_token, csrf_value, allow_expired)
 

@@ -12,7 +12,8 @@ only once the body is validated and the subject only once the token is verified;
 flask-limiter's Flask extension is not used at all (its hook cost every request, limited or not,
 about 4 % of a cache hit). If Redis is down the limit fails open (serving events matters more
 than limiting them), through the API's Redis breaker (:meth:`app.services.Services.redis_failed`):
-one warning, then Redis is skipped a while.
+one warning, then Redis is skipped a while. Only Redis's own errors open it: an exception from
+our code (a bug) is a 500 for that request, not a reason to stop limiting every request.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import math
 import time
 from typing import Any
 
-from flask import Flask, current_app
+import redis
+from flask import Flask, current_app, make_response, request
 from limits import parse_many
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -42,6 +44,7 @@ def configure_rate_limits(app: Flask, settings: Settings) -> None:
     app.extensions["event_rate_limiter"] = MovingWindowRateLimiter(storage)
     app.extensions["event_rate_limits"] = parse_many(settings.rate_limit_events)
     app.extensions["event_rate_script"] = storage.get_connection().register_script(ACQUIRE_ALL)
+    app.extensions["refused_rate_limits"] = parse_many(settings.rate_limit_refused)
 
 
 # KEYS: the windows; ARGV: now, then each key's limit and expiry (seconds). Returns 0 when every
@@ -86,9 +89,55 @@ def check_event_rate(device_id: str, subject: str) -> Any | None:
             return None
         item, scope, value = checks[full - 1]
         reset = limiter.get_window_stats(item, "events", scope, value).reset_time
-    except Exception as exc:  # Redis down or slow: fail open
+    except (redis.RedisError, TimeoutError) as exc:  # Redis down or slow: fail open; a bug of ours is not that
         svc.redis_failed(exc)
         return None
     response, status = error_response(429, "too_many_requests", f"too many events for this {scope}: at most {item}")
     response.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
     return response, status
+
+
+# Refused requests count too: a client whose requests keep being refused (a bad token, a body
+# that never validates, ids outside its scope) costs a verification or a parse each time, and
+# without a limit it could send them as fast as it likes. Counted per client address, in windows
+# of their own (RATE_LIMIT_REFUSED), so a device's good requests never pay for its bad ones.
+REFUSED_STATUSES = frozenset({400, 401, 403, 413, 415, 422})
+
+
+def register_refused_rate_limit(app: Flask) -> None:
+    """Answer 429 instead of the refusal once a client address has been refused too often.
+    Register after the request log's hooks (after_request runs in reverse), so the log and the
+    metrics see the 429."""
+
+    @app.after_request
+    def count_refused(response: Any) -> Any:
+        if response.status_code not in REFUSED_STATUSES:
+            return response
+        limited = check_refused_rate(request.remote_addr or "unknown")
+        return limited if limited is not None else response
+
+
+def check_refused_rate(address: str) -> Any | None:
+    """A JSON 429 response with ``Retry-After`` if ``address`` was refused too often, else None
+    (fails open through the Redis breaker, as the event limits do)."""
+    svc = services()
+    if not svc.redis_available():
+        return None
+    limiter = current_app.extensions["event_rate_limiter"]
+    items = current_app.extensions["refused_rate_limits"]
+    keys = [limiter.storage.prefixed_key(item.key_for("refused", "address", address)) for item in items]
+    args: list[float | int] = [time.time()]
+    for item in items:
+        args += [item.amount, item.get_expiry()]
+    try:
+        full = int(current_app.extensions["event_rate_script"](keys=keys, args=args))
+        if not full:
+            return None
+        item = items[full - 1]
+        reset = limiter.get_window_stats(item, "refused", "address", address).reset_time
+    except (redis.RedisError, TimeoutError) as exc:
+        svc.redis_failed(exc)
+        return None
+    response = make_response(*error_response(429, "too_many_requests", f"too many refused requests: at most {item}"))
+    response.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
+    return response

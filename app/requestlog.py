@@ -18,6 +18,7 @@ log = logging.getLogger("app.requests")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "OTHER"
 UNMATCHED_ENDPOINT = "unmatched"
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 def method_label(method: str) -> str:
@@ -36,6 +37,8 @@ def register_request_hooks(app: Flask) -> None:
         duration = time.perf_counter() - g.get("started", time.perf_counter())
         request_id = g.get("request_id", "")
         response.headers["X-Request-ID"] = request_id
+        if request.is_secure:  # HTTPS (directly, or X-Forwarded-Proto with PROXY_HOPS): stay on it
+            response.headers["Strict-Transport-Security"] = HSTS
         endpoint = request.url_rule.rule if request.url_rule else UNMATCHED_ENDPOINT  # the route, not the path
         method = method_label(request.method)
         REQUESTS.labels(method, endpoint, str(response.status_code)).inc()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import redis
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
@@ -12,19 +10,18 @@ from app.auth import roles_required, scope_denial
 from app.errors import error_response
 from app.extensions import cache
 from app.metrics import CACHE
-from app.schemas import ID_PATTERN
+from app.schemas import valid_id
 from app.services import services
 from core.cache import cache_key
 from core.resources import ResourceRecord, get_resource
 
 blueprint = Blueprint("resources", __name__)
-_valid_id = re.compile(ID_PATTERN).match
 
 
 @blueprint.get("/resource/<resource_id>")
 @roles_required("user", "device", "admin")
 def read_resource(resource_id: str) -> ResponseReturnValue:
-    if not _valid_id(resource_id):
+    if not valid_id(resource_id):
         return error_response(400, "bad_request", "resource ids are 1-128 letters, digits or ._:-")
     denied = scope_denial(resource_id, reading=True)
     if denied is not None:

@@ -8,8 +8,21 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-_id_field = {"required": True, "validate": validate.Regexp(ID_PATTERN, error="1-128 letters, digits or ._:-")}
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"  # as the OpenAPI document shows it; match it with valid_id()
+valid_id = re.compile(ID_PATTERN).fullmatch  # fullmatch: "$" alone lets a trailing newline through
+
+
+class FullMatch(validate.Regexp):
+    """``validate.Regexp`` that must match the whole value (``$`` matches before a final newline,
+    so ``"dev-1\\n"`` passed as an id that looks like ``dev-1``); its pattern still documents it."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+_id_field = {"required": True, "validate": FullMatch(ID_PATTERN, error="1-128 letters, digits or ._:-")}
 
 
 MAX_PAYLOAD_DEPTH = 32

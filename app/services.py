@@ -5,9 +5,11 @@ Built by ``create_app`` (in each gunicorn worker, after fork); reached via :func
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from flask import current_app
@@ -28,6 +30,13 @@ class Services:
     _redis_down_until: float = field(default=0.0)
     # cache misses: one PostgreSQL read (and cache fill) per resource id at a time in this process
     resource_loads: SingleFlight[ResourceRecord | None] = field(default_factory=SingleFlight)
+
+    @functools.cached_property
+    def idempotency_claim(self) -> Any:
+        """The idempotency claim script (:data:`app.idempotency.CLAIM`), registered once."""
+        from app.idempotency import CLAIM
+
+        return self.clients.redis.register_script(CLAIM)
 
     @property
     def engine(self) -> Engine:

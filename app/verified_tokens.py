@@ -10,8 +10,9 @@ What it keeps and for how long, and why that is safe:
   claims and signature): a forged or altered token is a different key and is verified in full.
   Junk cannot fill the cache, because junk is never stored.
 - An entry is served only while the token itself would still pass: until its ``exp`` (plus the
-  leeway PyJWT allows), and never longer than ``max_age`` seconds, so a key withdrawn from a JWKS
-  stops working within ``max_age``.
+  leeway PyJWT allows), never longer than ``max_age`` seconds, and never past the expiry of the
+  JWKS key set it was verified with (``not_after``): a key withdrawn from the JWKS stops working
+  within ``JWT_JWKS_CACHE_SECONDS``, whatever ``max_age`` is.
 - Everything after decoding (token type, the TTL policy, roles, device scope) still runs on
   every request; only the signature and claim decoding is skipped.
 - Bounded: at most ``max_entries``; the oldest entry goes first.
@@ -48,8 +49,9 @@ class VerifiedTokens:
             return None
         return dict(claims)  # callers get their own dict: one request cannot change another's
 
-    def put(self, token: str, claims: dict[str, Any], now: float | None = None) -> None:
-        """Remember ``claims`` of a token that has just passed verification."""
+    def put(self, token: str, claims: dict[str, Any], now: float | None = None, not_after: float | None = None) -> None:
+        """Remember ``claims`` of a token that has just passed verification, at most until
+        ``not_after`` (when the key it was verified with may be gone)."""
         if self.max_age <= 0:
             return
         now = time.time() if now is None else now
@@ -57,6 +59,8 @@ class VerifiedTokens:
         expires = claims.get("exp")
         if isinstance(expires, int | float) and not isinstance(expires, bool):
             deadline = min(deadline, expires + self.leeway)  # PyJWT accepts it until exp + leeway
+        if not_after is not None:
+            deadline = min(deadline, not_after)
         if deadline <= now:
             return
         while len(self._entries) >= self.max_entries:

@@ -121,6 +121,7 @@ def describe_dead_letter(record: Any, *, show_body: bool = False) -> dict[str, A
     except DecodeError:
         message = None  # undecodable: that is why it is here
     summary: dict[str, Any] = {
+        **info,  # first: a header named like a field below must not replace what the record says
         "message_id": info.get("message_id") or (message.message_id if message else None),
         "request_id": message.headers.get("request_id") if message else None,
         "actor": info.get("actor") or (message.actor_name if message else None),
@@ -129,19 +130,20 @@ def describe_dead_letter(record: Any, *, show_body: bool = False) -> dict[str, A
         "dlq_partition": record.partition,
         "dlq_offset": record.offset,
         "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
-        **info,
     }
     if show_body:
         summary["body"] = json.loads(message.encode()) if message else record.value.decode("utf-8", "replace")
     return summary
 
 
-def _records_until_end(consumer: KafkaConsumer, topic: str, *, from_beginning: bool, timeout_s: float) -> Iterator[Any]:
+def _records_until_end(
+    consumer: KafkaConsumer, topic: str, *, from_beginning: bool, timeout_s: float, ends: dict | None = None
+) -> Iterator[Any]:
     """Yield ``topic``'s records from the consumer's position (or the beginning) up to the end
-    offsets seen at the start, so a reader never waits for records that arrive meanwhile."""
+    offsets seen at the start (or ``ends``), so a reader never waits for records that arrive meanwhile."""
     tps = [KafkaTopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     consumer.assign(tps)
-    ends = consumer.end_offsets(tps)
+    ends = ends if ends is not None else consumer.end_offsets(tps)
     if from_beginning:
         consumer.seek_to_beginning(*tps)
     remaining = {tp for tp in tps if consumer.position(tp) < ends[tp]}
@@ -164,16 +166,20 @@ def read_dead_letters(options: dict[str, Any], dlq_topic: str, *, timeout_s: flo
         consumer.close(autocommit=False)
 
 
-def recent_dead_letters(options: dict[str, Any], dlq_topic: str, *, per_partition: int = 500) -> list[Any]:
-    """The newest ``per_partition`` records of each partition of ``dlq_topic``, newest first."""
+def recent_dead_letters(
+    options: dict[str, Any], dlq_topic: str, *, per_partition: int = 500, skip: int = 0
+) -> list[Any]:
+    """The newest ``per_partition`` records of each partition of ``dlq_topic`` after skipping its
+    ``skip`` newest (a page), newest first."""
     consumer = KafkaConsumer(**options, enable_auto_commit=False)
     try:
         tps = [KafkaTopicPartition(dlq_topic, p) for p in sorted(consumer.partitions_for_topic(dlq_topic) or ())]
         consumer.assign(tps)
         starts, ends = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        stops = {tp: max(starts[tp], ends[tp] - skip) for tp in tps}
         for tp in tps:
-            consumer.seek(tp, max(starts[tp], ends[tp] - per_partition))
-        records = list(_records_until_end(consumer, dlq_topic, from_beginning=False, timeout_s=10))
+            consumer.seek(tp, max(starts[tp], stops[tp] - per_partition))
+        records = list(_records_until_end(consumer, dlq_topic, from_beginning=False, timeout_s=10, ends=stops))
     except KafkaError as exc:
         raise BrokerUnavailable(f"reading dead letters failed: {exc}") from exc
     finally:
@@ -181,28 +187,50 @@ def recent_dead_letters(options: dict[str, Any], dlq_topic: str, *, per_partitio
     return sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset), reverse=True)
 
 
-def read_records(options: dict[str, Any], topic: str, positions: list[tuple[int, int]]) -> list[Any]:
-    """The records of ``topic`` at (partition, offset) ``positions`` (those still there), in order."""
-    wanted = sorted(set(positions))
+def read_records(
+    options: dict[str, Any], topic: str, positions: list[tuple[int, int]], *, timeout_s: float = 10
+) -> list[Any]:
+    """The records of ``topic`` at (partition, offset) ``positions`` (those still there), in order.
+
+    One consumer, one pass: every partition is assigned at once and read forward from one wanted
+    offset to the next (seeking over gaps), all within ``timeout_s`` in total; a position that is
+    gone (deleted, compacted) costs nothing extra, where a read per position waited seconds each."""
+    wanted: dict[int, list[int]] = {}
+    for partition, offset in sorted(set(positions)):
+        wanted.setdefault(partition, []).append(offset)
     found: dict[tuple[int, int], Any] = {}
+    if not wanted:
+        return []
     consumer = KafkaConsumer(**options, enable_auto_commit=False)
     try:
-        for partition, offset in wanted:
-            tp = KafkaTopicPartition(topic, partition)
-            consumer.assign([tp])
-            consumer.seek(tp, offset)
-            deadline = time.monotonic() + 5
-            while (partition, offset) not in found and time.monotonic() < deadline:
-                batch = consumer.poll(timeout_ms=500, max_records=1).get(tp, [])
-                if batch:
-                    if batch[0].offset == offset:
-                        found[(partition, offset)] = batch[0]
-                    break  # gone (deleted or compacted): the next record came instead
+        tps = {partition: KafkaTopicPartition(topic, partition) for partition in wanted}
+        consumer.assign(list(tps.values()))
+        ends = consumer.end_offsets(list(tps.values()))
+        for partition, offsets in wanted.items():
+            offsets[:] = [o for o in offsets if o < ends[tps[partition]]]  # beyond the end: not there
+            if offsets:
+                consumer.seek(tps[partition], offsets[0])
+            else:
+                consumer.pause(tps[partition])
+        deadline = time.monotonic() + timeout_s
+        while any(wanted.values()) and time.monotonic() < deadline:
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                offsets = wanted[tp.partition]
+                for record in batch:
+                    while offsets and offsets[0] < record.offset:
+                        offsets.pop(0)  # gone: a later record came instead
+                    if offsets and offsets[0] == record.offset:
+                        found[(tp.partition, record.offset)] = record
+                        offsets.pop(0)
+                if offsets and consumer.position(tp) < offsets[0]:
+                    consumer.seek(tp, offsets[0])  # skip the gap
+                elif not offsets:
+                    consumer.pause(tp)
     except KafkaError as exc:
         raise BrokerUnavailable(f"reading records failed: {exc}") from exc
     finally:
         consumer.close(autocommit=False)
-    return [found[p] for p in wanted if p in found]
+    return [found[p] for p in sorted(found)]
 
 
 def _resend(producer: KafkaProducer, dlq_topic: str, record: Any, topic: str, timeout_s: float) -> None:

@@ -16,6 +16,9 @@ def make_engine(settings: Settings, **overrides: object) -> Engine:
         "pool_pre_ping": True,  # RDS failovers and idle timeouts close connections under us
         "pool_recycle": 1800,
         "pool_timeout": 5,
+        # statement parameters (device payloads) never reach exception messages, hence neither logs,
+        # dead letters' exception.message nor the console
+        "hide_parameters": True,
         # Every wait bounded: connecting, each statement and each lock wait (server-side), and TCP
         # keepalives so a connection to a vanished server is noticed instead of hanging.
         "connect_args": {

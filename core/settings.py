@@ -66,6 +66,7 @@ class Settings:
     kafka_request_timeout_ms: int = 30000  # KAFKA_REQUEST_TIMEOUT_MS (consumer and admin requests)
 
     admin_session_seconds: int = 900  # ADMIN_SESSION_SECONDS (the /admin console's sign-in lifetime)
+    admin_sign_in_per_minute: int = 10  # ADMIN_SIGN_IN_PER_MINUTE (console sign-in attempts per client address)
 
     cloudwatch_namespace: str = "DeviceBackend/Kafka"  # CLOUDWATCH_NAMESPACE (`worker.py lag --publish cloudwatch`)
 
@@ -73,6 +74,7 @@ class Settings:
     jwt_secret: str | None = None  # JWT_SECRET (HS*)
     jwt_public_key: str | None = None  # JWT_PUBLIC_KEY (RS*: PEM text, or a path to a PEM file)
     jwt_jwks_url: str | None = None  # JWT_JWKS_URL (RS*: the identity provider's keys, by kid)
+    jwt_jwks_cache_seconds: int = 300  # JWT_JWKS_CACHE_SECONDS (the key set is fetched again this often)
     jwt_leeway_seconds: int = 30  # JWT_LEEWAY_SECONDS (clock skew allowed on exp, nbf, iat)
     jwt_max_ttl_seconds: int = 86400  # JWT_MAX_TTL_SECONDS (exp - iat, or exp - now without iat)
     jwt_audience: str | None = None  # JWT_AUDIENCE (checked against aud when set)
@@ -80,9 +82,13 @@ class Settings:
     jwt_verified_cache_seconds: int = 60  # JWT_VERIFIED_CACHE_SECONDS (a verified token skips decoding; 0: off)
 
     max_body_bytes: int = 64 * 1024  # MAX_BODY_BYTES
+    proxy_hops: int = 0  # PROXY_HOPS (proxies in front that set X-Forwarded-For/-Proto: 1 behind an ALB)
     api_max_in_flight: int = 256  # API_MAX_IN_FLIGHT (per API process; beyond it: 503 + Retry-After; 0: off)
     api_max_loop_lag_ms: int = 500  # API_MAX_LOOP_LAG_MS (an API process's event loop this late: 503; 0: off)
     rate_limit_events: str = "100/5 seconds"  # RATE_LIMIT_EVENTS (per device and per token subject)
+    rate_limit_refused: str = "50/5 seconds"  # RATE_LIMIT_REFUSED (refused requests per client address)
+    idempotency_ttl_seconds: int = 86400  # IDEMPOTENCY_TTL_SECONDS (how long an Idempotency-Key's answer is kept)
+    idempotency_max_keys_per_subject: int = 100000  # IDEMPOTENCY_MAX_KEYS_PER_SUBJECT (new keys per TTL)
 
     @property
     def is_development(self) -> bool:
@@ -177,14 +183,19 @@ def _check(settings: Settings) -> list[str]:
         need(getattr(settings, name) > 0, f"{name.upper()} must be positive")
     need(settings.cache_ttl_seconds > 0, "CACHE_TTL_SECONDS must be positive")
     need(settings.admin_session_seconds > 0, "ADMIN_SESSION_SECONDS must be positive")
+    need(settings.admin_sign_in_per_minute > 0, "ADMIN_SIGN_IN_PER_MINUTE must be positive")
     need(
         settings.kafka_assignor in ("cooperative-sticky", "range", "roundrobin"),
         "KAFKA_ASSIGNOR must be cooperative-sticky, range or roundrobin",
     )
     need(settings.max_body_bytes > 0, "MAX_BODY_BYTES must be positive")
+    need(0 <= settings.proxy_hops <= 5, "PROXY_HOPS must be between 0 and 5")
     need(settings.api_max_in_flight >= 0, "API_MAX_IN_FLIGHT must be 0 (off) or positive")
     need(settings.api_max_loop_lag_ms >= 0, "API_MAX_LOOP_LAG_MS must be 0 (off) or positive")
+    need(settings.idempotency_ttl_seconds >= 60, "IDEMPOTENCY_TTL_SECONDS must be at least 60")
+    need(settings.idempotency_max_keys_per_subject > 0, "IDEMPOTENCY_MAX_KEYS_PER_SUBJECT must be positive")
     need(_valid_limits(settings.rate_limit_events), "RATE_LIMIT_EVENTS must read like '100/5 seconds;20/second'")
+    need(_valid_limits(settings.rate_limit_refused), "RATE_LIMIT_REFUSED must read like '50/5 seconds'")
     need(
         settings.redis_url.startswith(("redis://", "rediss://", "unix://")),
         "REDIS_URL must start with redis://, rediss:// or unix://",
@@ -195,6 +206,10 @@ def _check(settings: Settings) -> list[str]:
     need(
         0 <= settings.jwt_verified_cache_seconds <= 3600,
         "JWT_VERIFIED_CACHE_SECONDS must be between 0 (off) and 3600",
+    )
+    need(
+        1 <= settings.jwt_jwks_cache_seconds <= 3600,
+        "JWT_JWKS_CACHE_SECONDS must be between 1 and 3600",
     )
     if settings.jwt_algorithm.startswith("HS"):
         if not settings.jwt_secret:

@@ -29,6 +29,8 @@ TEST_DEFAULTS = {
     "POSTGRES_PASSWORD": "apppass",
     "LOG_LEVEL": "WARNING",
     "RATE_LIMIT_EVENTS": "100000/second",  # tests post fast from one subject; the limit has its own tests
+    "RATE_LIMIT_REFUSED": "100000/second",  # every test client is 127.0.0.1, and many tests are refused on purpose
+    "ADMIN_SIGN_IN_PER_MINUTE": "100000",  # every test client signs in from 127.0.0.1; the throttle has its own test
 }
 
 

@@ -51,3 +51,10 @@ def test_each_caller_gets_its_own_claims_dict():
     served = tokens.get("t", now=NOW)
     served["sub"] = "changed by a request"
     assert tokens.get("t", now=NOW)["sub"] == "d"
+
+
+def test_an_entry_never_outlives_the_key_set_it_was_verified_with():
+    tokens = VerifiedTokens(max_age=3600, leeway=30)
+    tokens.put("t", {"sub": "d", "exp": NOW + 600}, now=NOW, not_after=NOW + 5)
+    assert tokens.get("t", now=NOW + 4.9) is not None
+    assert tokens.get("t", now=NOW + 5) is None

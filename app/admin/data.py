@@ -113,10 +113,20 @@ def worker_series(reader: TelemetryReader) -> tuple[list[float | None], list[dic
     return counts, events
 
 
+PAGE_PER_PARTITION = 100  # dead letters read per partition for one page: a burst of 1 MB letters stays bounded
+
+
 @_kafka_call
-def dead_letters(settings: Settings, redis: Any, *, actor: str = "", error: str = "", since_hours: float = 0) -> list:
-    """Recent dead letters (newest first), filtered; each a summary dict plus replay state."""
-    records = kafka_admin.recent_dead_letters(kafka_options(), settings.kafka_topic_dlq)
+def dead_letters(
+    settings: Settings, redis: Any, *, actor: str = "", error: str = "", since_hours: float = 0, page: int = 0
+) -> list:
+    """Dead letters of one page (newest first: page 0 holds each partition's newest
+    PAGE_PER_PARTITION, page 1 the ones before them...), filtered; each a summary dict plus
+    replay state. Reading a page at a time keeps a burst of large dead letters from holding the
+    API process's loop (and memory) for the whole topic."""
+    records = kafka_admin.recent_dead_letters(
+        kafka_options(), settings.kafka_topic_dlq, per_partition=PAGE_PER_PARTITION, skip=page * PAGE_PER_PARTITION
+    )
     replayed = {k.decode(): v.decode() for k, v in redis.hgetall(REPLAYED_KEY).items()}
     cutoff = time.time() * 1000 - since_hours * 3_600_000 if since_hours else None
     rows = []
@@ -150,16 +160,41 @@ def dead_letter(settings: Settings, redis: Any, partition: int, offset: int) -> 
     return summary
 
 
+def _destination(record: Any) -> str | None:
+    return kafka_admin.describe_dead_letter(record).get("original.topic")
+
+
 @_kafka_call
-def replay(settings: Settings, redis: Any, positions: list[tuple[int, int]]) -> int:
-    """Replay the dead letters at ``positions``; remember when, for the list."""
+def replay_plan(settings: Settings, positions: list[tuple[int, int]], allowed: list[str]) -> dict[str, Any]:
+    """What replaying ``positions`` would do, for the confirmation page: per destination topic how
+    many records go there, how many are refused (a topic no declared actor reads: a dead letter's
+    headers name its destination, and headers are not to be trusted with where to write), and how
+    many are gone."""
+    records = kafka_admin.read_records(kafka_options(), settings.kafka_topic_dlq, positions)
+    destinations: dict[str, int] = {}
+    refused = 0
+    for record in records:
+        topic = _destination(record)
+        if topic in allowed:
+            destinations[topic] = destinations.get(topic, 0) + 1
+        else:
+            refused += 1
+    return {"destinations": dict(sorted(destinations.items())), "refused": refused,
+            "missing": len(positions) - len(records)}  # fmt: skip
+
+
+@_kafka_call
+def replay(settings: Settings, redis: Any, positions: list[tuple[int, int]], allowed: list[str]) -> tuple[int, int]:
+    """Replay the dead letters at ``positions`` whose topic is one of ``allowed`` (the declared
+    actors' topics); remember when, for the list. Returns (sent, refused)."""
     topic = settings.kafka_topic_dlq
     records = kafka_admin.read_records(kafka_options(), topic, positions)
-    sent = kafka_admin.replay_records(kafka_options(), topic, records)
-    if records:
+    permitted = [r for r in records if _destination(r) in allowed]
+    sent = kafka_admin.replay_records(kafka_options(), topic, permitted)
+    if permitted:
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        redis.hset(REPLAYED_KEY, mapping={f"{r.partition}:{r.offset}": now for r in records})
-    return sent
+        redis.hset(REPLAYED_KEY, mapping={f"{r.partition}:{r.offset}": now for r in permitted})
+    return sent, len(records) - len(permitted)
 
 
 @_kafka_call

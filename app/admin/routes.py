@@ -9,7 +9,10 @@ form carries the session's CSRF token. No JavaScript; pages that change refresh 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -21,7 +24,15 @@ from flask import Blueprint, Response, abort, current_app, g, make_response, red
 
 from app.admin import data
 from app.admin.charts import line_chart
-from app.admin.sessions import LOGIN_COOKIE, SESSION_COOKIE, end_session, load_session, same_token, start_session
+from app.admin.sessions import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    SessionRefused,
+    end_session,
+    load_session,
+    same_token,
+    start_session,
+)
 from app.auth import TokenRejected, verify_admin_token
 from app.services import services
 from broker import get_broker
@@ -35,6 +46,12 @@ audit = logging.getLogger("app.admin.audit")
 blueprint = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates", static_folder="static")
 
 STALE_SAMPLE_S = 30  # older lag samples mean no worker samples: the console measures the age itself
+LOGIN_FORM_MAX_BYTES = 16 * 1024  # a token and a CSRF value; providers' JWTs run to a few KB
+MAX_POSITIONS = 500  # dead letters one action replays at most
+MAX_PARTITION = 2**31 - 1  # Kafka's partition and offset ranges (int32, int64)
+MAX_OFFSET = 2**63 - 1
+MAX_SINCE_HOURS = 24 * 366
+_POSITION = re.compile(r"([0-9]{1,10}):([0-9]{1,19})")  # ASCII digits only: "²".isdigit() is True
 SHOWN_DEAD_LETTERS = 200  # newest first; "replay all matching" covers the rest too
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -82,7 +99,7 @@ def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
         if session is None:
             return redirect(url_for("admin.login"))
         if request.method == "POST" and not same_token(session.csrf, request.form.get("csrf")):
-            audit.warning("admin request refused: CSRF token missing or wrong", extra={"path": request.path})
+            audit.warning("admin request refused: CSRF token missing or wrong", extra={**_who(), "path": request.path})
             abort(403, "the form's CSRF token is missing or wrong: reload the page and try again")
         g.admin = session
         return view(*args, **kwargs)
@@ -91,7 +108,26 @@ def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _audit(action: str, **fields: Any) -> None:
-    audit.info("admin action", extra={"audit": True, "action": action, "admin": g.admin.subject, **fields})
+    audit.info("admin action", extra={**_who(), "audit": True, "action": action, "admin": g.admin.subject, **fields})
+
+
+def _who() -> dict[str, Any]:
+    """What every audit line names: the request (its X-Request-ID) and the client's address."""
+    return {"request_id": g.get("request_id", ""), "client": request.remote_addr or "unknown"}
+
+
+def _sign_in_throttled() -> int:
+    """Seconds until this client may try to sign in again (0: now): ``ADMIN_SIGN_IN_PER_MINUTE``
+    attempts per client address, counted in Redis a fixed minute at a time. Guessing a token is
+    hopeless anyway; this keeps a flood of sign-ins from costing a verification each."""
+    client = hashlib.sha256((request.remote_addr or "unknown").encode()).hexdigest()
+    key = f"admin:sign-in:{client}"
+    pipe = services().redis.pipeline()
+    pipe.incr(key)
+    pipe.expire(key, 60, nx=True)
+    pipe.pttl(key)
+    attempts, _, ttl_ms = pipe.execute()
+    return max(1, math.ceil(ttl_ms / 1000)) if attempts > _settings().admin_sign_in_per_minute else 0
 
 
 # ---------------------------------------------------------------- sign-in
@@ -109,16 +145,24 @@ def login() -> Response:
 
 @blueprint.post("/login")
 def login_submit() -> Any:
+    request.max_content_length = LOGIN_FORM_MAX_BYTES  # before the form is read: larger is a 413
+    wait = _sign_in_throttled()
+    if wait:
+        audit.warning("admin sign-in refused: too many attempts", extra={**_who(), "status": 429})
+        error = f"Too many sign-in attempts from your address: try again in {wait} s."
+        page = render_template("admin/login.html", login_csrf=request.cookies.get(LOGIN_COOKIE), error=error)
+        return page, 429, {"Retry-After": str(wait)}
     if not same_token(request.cookies.get(LOGIN_COOKIE), request.form.get("csrf")):
         abort(403, "the sign-in form's CSRF token is missing or wrong: reload the page and try again")
     try:
         claims = verify_admin_token(request.form.get("token", "").strip())
-    except TokenRejected as exc:
-        audit.warning("admin sign-in refused", extra={"status": exc.status, "reason": str(exc)})
+        session_id, session, lifetime = start_session(services().redis, claims, _settings().admin_session_seconds)
+    except (TokenRejected, SessionRefused) as exc:
+        status = exc.status if isinstance(exc, TokenRejected) else 401
+        audit.warning("admin sign-in refused", extra={**_who(), "status": status, "reason": str(exc)})
         token = request.cookies.get(LOGIN_COOKIE)
-        return render_template("admin/login.html", login_csrf=token, error=str(exc)), exc.status
-    session_id, session, lifetime = start_session(services().redis, claims, _settings().admin_session_seconds)
-    audit.info("admin signed in", extra={"audit": True, "admin": session.subject, "session_s": lifetime})
+        return render_template("admin/login.html", login_csrf=token, error=str(exc)), status
+    audit.info("admin signed in", extra={**_who(), "audit": True, "admin": session.subject, "session_s": lifetime})
     response = redirect(url_for("admin.overview"))
     response.set_cookie(
         SESSION_COOKIE,
@@ -232,7 +276,15 @@ def _filters() -> dict[str, Any]:
         since = float(source.get("since_hours") or 0)
     except ValueError:
         since = 0.0
-    return {"actor": source.get("actor", "").strip(), "error": source.get("error", "").strip(), "since_hours": since}
+    if not (math.isfinite(since) and 0 <= since <= MAX_SINCE_HOURS):
+        since = 0.0
+    page = source.get("page", "")
+    return {
+        "actor": source.get("actor", "").strip()[:200],
+        "error": source.get("error", "").strip()[:200],
+        "since_hours": since,
+        "page": int(page) if page.isascii() and page.isdigit() and len(page) <= 6 else 0,
+    }
 
 
 @blueprint.get("/dead-letters")
@@ -252,12 +304,15 @@ def dead_letters() -> Any:
         filters=filters,
         actors=actors,
         error=error,
+        older=url_for("admin.dead_letters", **{**filters, "page": filters["page"] + 1}),
     )
 
 
 @blueprint.get("/dead-letters/<int:partition>/<int:offset>")
 @signed_in
 def dead_letter(partition: int, offset: int) -> Any:
+    if partition > MAX_PARTITION or offset > MAX_OFFSET:
+        abort(404, "no such dead letter (purged, or never there)")
     letter = data.dead_letter(_settings(), services().redis, partition, offset)
     if letter is None:
         abort(404, "no such dead letter (purged, or never there)")
@@ -266,13 +321,17 @@ def dead_letter(partition: int, offset: int) -> Any:
 
 
 def _positions(values: list[str]) -> list[tuple[int, int]]:
+    """``partition:offset`` strings as positions: ASCII digits within Kafka's ranges, at most
+    MAX_POSITIONS of them; anything else is a 400."""
+    if len(values) > MAX_POSITIONS:
+        abort(400, f"select at most {MAX_POSITIONS} dead letters at a time")
     positions = []
     for value in values:
-        partition, _, offset = value.partition(":")
-        if not (partition.isdigit() and offset.isdigit()):
-            abort(400, f"not a dead letter position: {value!r}")
-        positions.append((int(partition), int(offset)))
-    return positions
+        match = _POSITION.fullmatch(value)
+        if match is None or int(match.group(1)) > MAX_PARTITION or int(match.group(2)) > MAX_OFFSET:
+            abort(400, f"not a dead letter position: {value[:40]!r}")
+        positions.append((int(match.group(1)), int(match.group(2))))
+    return sorted(set(positions))
 
 
 @blueprint.post("/dead-letters/action")
@@ -286,7 +345,7 @@ def dead_letter_action() -> Any:
         positions = _positions(request.form.getlist("selected"))
     elif action == "replay-matching":
         matching = data.dead_letters(_settings(), services().redis, **filters)
-        positions = [(row["dlq_partition"], row["dlq_offset"]) for row in matching]
+        positions = [(row["dlq_partition"], row["dlq_offset"]) for row in matching][:MAX_POSITIONS]
     elif action == "purge":
         positions = []
     else:
@@ -294,15 +353,19 @@ def dead_letter_action() -> Any:
     if action != "purge" and not positions:
         return redirect(url_for("admin.dead_letters", **filters))
     if request.form.get("confirm") != "yes":
-        return render_template("admin/confirm.html", action=action, positions=positions, filters=filters)
+        plan = data.replay_plan(_settings(), positions, _topics()) if positions else None
+        return render_template("admin/confirm.html", action=action, positions=positions, filters=filters, plan=plan)
     if action == "purge":
         deleted = data.purge(_settings(), services().redis)
         _audit("purged the dead-letter topic", deleted=deleted)
         message = f"Purged {deleted} dead letter(s)."
     else:
-        sent = data.replay(_settings(), services().redis, positions)
-        _audit("replayed dead letters", count=sent, positions=[f"{p}:{o}" for p, o in positions][:100], **filters)
+        sent, refused = data.replay(_settings(), services().redis, positions, _topics())
+        _audit("replayed dead letters", count=sent, refused=refused,
+               positions=[f"{p}:{o}" for p, o in positions][:100], **filters)  # fmt: skip
         message = f"Replayed {sent} dead letter(s) to their topics."
+        if refused:
+            message += f" {refused} were not replayed: their topic is no declared actor's."
     return render_template("admin/done.html", message=message)
 
 

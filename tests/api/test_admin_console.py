@@ -27,6 +27,23 @@ def sign_in(client, token):
 
 
 @pytest.fixture
+def declare_topic(unique):
+    """Declare a test actor reading ``topic`` on a broker, and remove it after the test."""
+    from broker import actor
+
+    declared = []
+
+    def declare(broker, topic):
+        name = f"console_target_{unique}_{len(declared)}"
+        actor(actor_name=name, topic=topic, broker=broker)(lambda *args: None)
+        declared.append((broker, name))
+
+    yield declare
+    for broker, name in declared:
+        broker.actors.pop(name, None)
+
+
+@pytest.fixture
 def admin(client, make_token):
     """A signed-in test client; returns the session's CSRF token."""
     response = sign_in(client, make_token(roles=("admin",), sub="ops-alice"))
@@ -99,13 +116,16 @@ def test_every_page_renders_with_a_strict_policy_and_no_script(client, admin):
     assert client.get("/admin/static/admin.css").status_code == 200
 
 
-def test_a_dead_letter_is_shown_and_replayed_after_a_confirmation(client, admin, app, make_topic, settings, caplog):
+def test_a_dead_letter_is_shown_and_replayed_after_a_confirmation(
+    client, admin, app, make_topic, settings, caplog, declare_topic
+):
     from broker import Message
     from broker.broker import dead_letter_headers
     from broker.consumer import Record
 
     origin = make_topic(partitions=1)
     broker = app.extensions["device_backend"].clients.broker
+    declare_topic(broker, origin)  # replay writes only to topics a declared actor reads
     message = Message(
         actor_name="process_event", topic=origin, args=({"device_id": "x"},), headers={"request_id": "r-1"}
     )
@@ -123,6 +143,7 @@ def test_a_dead_letter_is_shown_and_replayed_after_a_confirmation(client, admin,
     replay = {"csrf": admin, "action": "replay-selected", "selected": position}
     confirm = client.post("/admin/dead-letters/action", data=replay)
     assert 'Replay <b id="confirm-count">1</b>' in confirm.text  # nothing sent yet
+    assert f"<td>{origin}</td><td>1</td>" in confirm.text  # where it will go
     with caplog.at_level("INFO", logger="app.admin.audit"):
         done = client.post("/admin/dead-letters/action", data={**replay, "confirm": "yes"})
     assert "Replayed 1 dead letter(s)" in done.text
@@ -147,3 +168,151 @@ def test_a_redis_outage_is_a_503_page_not_a_crash(client, app, monkeypatch):
     client.set_cookie("admin_session", "some-session", path="/admin")
     response = client.get("/admin/")
     assert response.status_code == 503 and "Redis did not answer" in response.text
+
+
+def test_the_sign_in_form_is_capped_in_size(client):
+    page = client.get("/admin/login")
+    response = client.post("/admin/login", data={"csrf": csrf_of(page.text), "token": "x" * 20_000})
+    assert response.status_code == 413 and response.is_json
+
+
+def _dead_letter(client, app, settings, origin) -> str:
+    """Write a dead letter of process_event from ``origin`` as a worker would; its position."""
+    from broker import Message
+    from broker.broker import dead_letter_headers
+    from broker.consumer import Record
+
+    broker = app.extensions["device_backend"].clients.broker
+    message = Message(actor_name="process_event", topic=origin, args=({"device_id": "x"},), headers={})
+    record = Record(origin, 0, 7, b"x", message.encode(), [], int(time.time() * 1000))
+    headers = dead_letter_headers(record, ValueError("odd"), message=message, attempts=1, host="h")
+    broker._produce(settings.kafka_topic_dlq, b"x", message.encode(), headers)(10)
+    listing = client.get("/admin/dead-letters?actor=process_event").text
+    return re.search(rf'value="(\d+:\d+)" aria-label="select {message.message_id}"', listing).group(1)
+
+
+def test_replay_goes_only_to_declared_actor_topics_and_the_confirmation_names_them(
+    client, admin, app, make_topic, settings, declare_topic
+):
+    declared, undeclared = make_topic(partitions=1), make_topic(partitions=1)
+    declare_topic(app.extensions["device_backend"].clients.broker, declared)
+    positions = [_dead_letter(client, app, settings, declared), _dead_letter(client, app, settings, undeclared)]
+    form = {"csrf": admin, "action": "replay-selected", "selected": positions}
+    confirm = client.post("/admin/dead-letters/action", data=form)
+    assert f"<td>{declared}</td><td>1</td>" in confirm.text and undeclared not in confirm.text
+    assert 'id="refused">1 will not be replayed' in confirm.text
+    done = client.post("/admin/dead-letters/action", data={**form, "confirm": "yes"})
+    assert "Replayed 1 dead letter(s)" in done.text and "1 were not replayed" in done.text
+    consumer = KafkaConsumer(undeclared, **client_options(settings.kafka_bootstrap_servers),
+                             auto_offset_reset="earliest", consumer_timeout_ms=2000)  # fmt: skip
+    assert list(consumer) == []  # nothing written where no declared actor reads
+    consumer.close()
+
+
+def test_a_header_cannot_spoof_a_dead_letters_position():
+    from broker import Message
+    from broker.admin import describe_dead_letter
+    from broker.consumer import Record
+
+    value = Message(actor_name="a", topic="t", args=(), headers={}).encode()
+    headers = [("dlq.dlq_partition", b"9"), ("dlq.dlq_offset", b"99"), ("dlq.key", b"spoofed")]
+    summary = describe_dead_letter(Record("events-dlq", 1, 5, b"k", value, headers, 0))
+    assert (summary["dlq_partition"], summary["dlq_offset"], summary["key"]) == (1, 5, "k")
+
+
+BAD_POSITIONS = ["\u00b2:1", "1:\u00b2", "1:" + "9" * 5000, "9" * 11 + ":1", "-1:1", "1:2:3", "", "1"]
+
+
+@pytest.mark.parametrize("position", BAD_POSITIONS, ids=["superscript", "superscript offset", "5000 digits",
+                                                           "partition overflow", "negative", "three parts",
+                                                           "empty", "no colon"])  # fmt: skip
+def test_a_malformed_position_is_a_400_not_a_500(client, admin, position):
+    form = {"csrf": admin, "action": "replay-selected", "selected": position}
+    assert client.post("/admin/dead-letters/action", data=form).status_code == 400
+
+
+def test_too_many_positions_are_a_400(client, admin):
+    form = {"csrf": admin, "action": "replay-selected", "selected": [f"0:{i}" for i in range(501)]}
+    assert client.post("/admin/dead-letters/action", data=form).status_code == 400
+
+
+def test_odd_inputs_to_the_pages_are_never_a_500(client, admin):
+    assert client.get("/admin/dead-letters/0/" + "9" * 30).status_code == 404
+    assert client.get("/admin/dead-letters/" + "9" * 12 + "/0").status_code == 404
+    for since in ("nan", "inf", "-5", "1e400", "\u00b2"):
+        assert client.get(f"/admin/dead-letters?since_hours={since}").status_code == 200
+    non_ascii = {"csrf": "\u00e9t\u00e9", "action": "purge", "confirm": "yes"}
+    assert client.post("/admin/dead-letters/action", data=non_ascii).status_code == 403
+    client.get("/admin/login")
+    assert client.post("/admin/login", data={"csrf": "\u00e9", "token": "x"}).status_code == 403
+
+
+def _token(**claims) -> str:
+    import jwt as pyjwt
+
+    body = {"sub": "ops-bob", "exp": int(time.time()) + 600, **claims}
+    return pyjwt.encode(body, "local-dev-secret", algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"roles": ["admin"], "type": "refresh"},  # a refresh token: refused as the API refuses it
+        {"roles": [["admin"]]},  # malformed roles: was a 500
+        {"roles": "admin"},
+    ],
+    ids=["refresh token", "nested roles", "roles a string"],
+)
+def test_only_well_formed_access_tokens_sign_in(client, claims):
+    token = _token(**claims)
+    assert sign_in(client, token).status_code == 401
+    api = client.post("/events", data="x", headers={"Authorization": f"Bearer {token}"})
+    assert api.status_code == 401  # the API refuses the same tokens the same way
+    assert client.get("/admin/").status_code == 302
+
+
+def test_a_token_that_expired_inside_the_leeway_is_a_401_not_a_500(client):
+    """PyJWT accepts it (30 s leeway), but a session cannot end before it starts."""
+    assert sign_in(client, _token(roles=["admin"], exp=int(time.time()) - 5)).status_code == 401
+    assert client.get("/admin/").status_code == 302
+
+
+def test_sign_in_is_throttled_per_client_address(settings, api_broker, make_token, unique):
+    from app import create_app
+
+    app = create_app(settings.replace(admin_sign_in_per_minute=3), broker=api_broker)
+    mine, other = app.test_client(), app.test_client()
+    mine.environ_base["REMOTE_ADDR"] = f"10.{int(unique[:2], 16)}.{int(unique[2:4], 16)}.1"
+    other.environ_base["REMOTE_ADDR"] = f"10.{int(unique[:2], 16)}.{int(unique[2:4], 16)}.2"
+    statuses = [sign_in(mine, "not-a-token").status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    refused = sign_in(mine, make_token(roles=("admin",)))  # even a good token, until the minute is over
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert sign_in(other, make_token(roles=("admin",))).status_code == 302
+
+
+def test_a_new_sign_in_ends_the_subjects_previous_session(app, make_token, unique):
+    first, second = app.test_client(), app.test_client()
+    assert sign_in(first, make_token(roles=("admin",), sub=f"ops-{unique}")).status_code == 302
+    assert first.get("/admin/").status_code == 200
+    assert sign_in(second, make_token(roles=("admin",), sub=f"ops-{unique}")).status_code == 302
+    assert first.get("/admin/").status_code == 302  # signed out by the newer sign-in
+    assert second.get("/admin/").status_code == 200
+
+
+def test_the_dead_letter_list_reads_one_page_at_a_time(client, admin, app, settings, monkeypatch):
+    from broker import admin as kafka_admin
+
+    asked = []
+    real = kafka_admin.recent_dead_letters
+
+    def recording(options, topic, **kwargs):
+        asked.append(kwargs)
+        return real(options, topic, **kwargs)
+
+    monkeypatch.setattr(kafka_admin, "recent_dead_letters", recording)
+    assert client.get("/admin/dead-letters").status_code == 200
+    page = client.get("/admin/dead-letters?page=2")
+    assert page.status_code == 200 and 'id="older"' in page.text and "Page 3" in page.text
+    assert asked == [{"per_partition": 100, "skip": 0}, {"per_partition": 100, "skip": 200}]
+    assert client.get("/admin/dead-letters?page=" + "9" * 5000).status_code == 200  # page 0, not a 500

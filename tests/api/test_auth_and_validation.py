@@ -70,6 +70,8 @@ def test_roles_are_enforced_per_endpoint(client, make_token, roles, post_status,
         ('{"device_id": "has space", "payload": {}}', "application/json", 422, "device_id"),
         ('{"device_id": "' + "x" * 129 + '", "payload": {}}', "application/json", 422, "device_id"),
         ('{"device_id": 7, "payload": {}}', "application/json", 422, "device_id"),
+        ('{"device_id": "dev-1\\n", "payload": {}}', "application/json", 422, "device_id"),  # "$" let it by
+        ("[" * 30_000 + "]" * 30_000, "application/json", 400, None),  # RecursionError in the parser: was a 500
         ('{"device_id": "d", "payload": [1]}', "application/json", 422, "payload"),
         ('{"device_id": "d", "payload": {}, "extra": 1}', "application/json", 422, "extra"),
         # what PostgreSQL's jsonb can never store: 422 now, not 202 and then a dead letter
@@ -105,6 +107,7 @@ def test_bodies_over_the_limit_get_413(client, auth, settings):
 @pytest.mark.stack  # the 404 is PostgreSQL's answer
 def test_invalid_resource_ids_get_400_and_unknown_ones_404(client, auth):
     assert client.get("/resource/bad%20id", headers=auth).status_code == 400
+    assert client.get("/resource/dev-1%0A", headers=auth).status_code == 400  # a trailing newline is no id
     missing = client.get("/resource/never-seen-device", headers=auth)
     assert missing.status_code == 404 and missing.json["error"] == "not_found"
 
@@ -121,3 +124,46 @@ def test_metrics_are_for_admins_only(client, make_token, roles, status):
     assert response.status_code == status
     if status == 200:
         assert b"http_requests_total" in response.data
+
+
+WRONG_SHAPES = {
+    "devices a string (user)": {"roles": ["user"], "devices": "dev-1"},
+    "devices a string (device)": {"roles": ["device"], "devices": "dev-1"},
+    "devices holding a number": {"roles": ["device"], "devices": ["dev-1", 7]},
+    "devices null": {"roles": ["user"], "devices": None},
+    "device_id a list": {"roles": ["device"], "device_id": ["dev-1"]},
+    "device_id a number": {"roles": ["device"], "device_id": 1},
+    "roles nested": {"roles": [["admin"]]},
+    "roles an object": {"roles": {"admin": True}},
+    "roles a string": {"roles": "admin"},
+    "roles null": {"roles": None},
+    "sub too long": {"sub": "s" * 257},
+    "sub with a NUL": {"sub": "dev\x00ice"},
+    "sub with a lone surrogate": {"sub": "dev\ud800ice"},
+}
+
+
+def _encode(claims: dict) -> str:
+    """A token whose claims may hold what PyJWT's encoder refuses (a lone surrogate: raw JSON)."""
+    import hashlib
+    import hmac
+    import time
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    body = {"sub": "device-tester", "exp": int(time.time()) + 600, **claims}
+    signing_input = f"{b64(json.dumps({'alg': 'HS256', 'typ': 'JWT'}).encode())}.{b64(json.dumps(body).encode())}"
+    signature = hmac.new(b"local-dev-secret", signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+@pytest.mark.parametrize("case", WRONG_SHAPES)
+@pytest.mark.parametrize("method, path", [("post", "/events"), ("get", "/resource/dev-2")])
+def test_claims_of_the_wrong_shape_are_a_json_401_never_a_wider_scope_or_a_500(client, case, method, path):
+    """Before, ``"devices": "dev-1"`` on a user token lifted its limit (any id could be read) and
+    ``roles: [["admin"]]`` was a 500 on every route."""
+    headers = {"Authorization": f"Bearer {_encode(WRONG_SHAPES[case])}"}
+    response = getattr(client, method)(path, json=EVENT if method == "post" else None, headers=headers)
+    assert response.status_code == 401, response.json
+    assert response.is_json and response.json["error"] == "unauthorized"

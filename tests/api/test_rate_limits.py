@@ -61,3 +61,17 @@ def test_with_redis_unreachable_the_limit_fails_open(limited, make_token, device
     client = limited("1/10 seconds", redis_url="redis://127.0.0.1:1/0")
     token = make_token(roles=("device",), sub=f"sub-{unique}")
     assert [_post(client, token, device_id).status_code for _ in range(3)] == [202, 202, 202]
+
+
+def test_an_error_that_is_not_redis_s_own_does_not_open_the_breaker(limited, make_token, device_id, unique):
+    """Before, any exception in the check (here a bug of ours, a ValueError) opened the Redis
+    breaker, and the limits and idempotency keys of the whole process were off for 5 s."""
+    client = limited("3/10 seconds")
+    app = client.application
+
+    def broken(**kwargs):
+        raise ValueError("a bug of ours")
+
+    app.extensions["event_rate_script"] = broken
+    assert _post(client, make_token(roles=("device",), sub=f"sub-{unique}"), device_id).status_code == 500
+    assert app.extensions["device_backend"].redis_available()

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app import create_app
+from tests.helpers import wait_for
 
 NOT_JSON_EVENT = "not json"  # an authenticated request then fails validation (400) without any server
 
@@ -145,32 +146,52 @@ def _hmac_with(secret: str) -> str:
     return f"{signing_input}.{b64(signature)}"
 
 
-@pytest.fixture
-def jwks_client(settings, api_broker, rsa_keys):
-    """The app verifying RS256 tokens with keys from a JWKS endpoint (a tiny server on loopback)."""
-    import http.server
-    import threading
+class _JwksServer:
+    """A JWKS endpoint on a free loopback port (a thread) whose keys a test can withdraw."""
 
-    (_, public), _ = rsa_keys
+    def __init__(self, keys: dict[str, dict]) -> None:
+        import http.server
+        import threading
+
+        self.keys = dict(keys)
+        self.fetches = 0
+        outer = self
+
+        class Keys(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.fetches += 1
+                body = json.dumps({"keys": list(outer.keys.values())}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+
+
+def _jwk(public: str, kid: str) -> dict:
     jwk = json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(serialization.load_pem_public_key(public.encode())))
-    body = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+    return {**jwk, "kid": kid, "use": "sig", "alg": "RS256"}
 
-    class Keys(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
+@pytest.fixture
+def jwks_server(rsa_keys):
+    (_, public), _ = rsa_keys
+    server = _JwksServer({"k1": _jwk(public, "k1")})
+    yield server
+    server.server.shutdown()
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
-    rs = settings.replace(jwt_algorithm="RS256", jwt_public_key=None, jwt_jwks_url=url)
+
+@pytest.fixture
+def jwks_client(settings, api_broker, jwks_server):
+    """The app verifying RS256 tokens with keys from a JWKS endpoint (a tiny server on loopback)."""
+    rs = settings.replace(jwt_algorithm="RS256", jwt_public_key=None, jwt_jwks_url=jwks_server.url)
     yield create_app(rs, broker=api_broker).test_client()
-    server.shutdown()
 
 
 def _kid_token(private: bytes, kid: str | None) -> str:
@@ -188,6 +209,41 @@ def test_jwks_keys_are_chosen_by_kid(jwks_client, rsa_keys):
 def test_a_token_without_a_kid_or_with_an_unknown_one_is_a_json_401(jwks_client, rsa_keys, caplog, kid):
     (private, _), _ = rsa_keys
     _assert_401_and_unlogged(jwks_client, _kid_token(private, kid), caplog)
+
+
+def test_a_key_withdrawn_from_the_jwks_is_refused_once_the_key_set_expires(settings, api_broker, jwks_server, rsa_keys):
+    """PyJWKClient(cache_keys=True) kept every key it had used in an lru_cache with no expiry, and
+    the verified-token cache kept the token for JWT_VERIFIED_CACHE_SECONDS on top: a kid the
+    provider withdrew kept working until a restart. Now the key set lives JWT_JWKS_CACHE_SECONDS
+    (1 s here, with the verified-token cache at its 60 s) and a remembered token not beyond it."""
+    (private, _), _ = rsa_keys
+    rs = settings.replace(jwt_algorithm="RS256", jwt_public_key=None, jwt_jwks_url=jwks_server.url,
+                          jwt_jwks_cache_seconds=1, jwt_verified_cache_seconds=60)  # fmt: skip
+    client = create_app(rs, broker=api_broker).test_client()
+    headers = {"Authorization": f"Bearer {_kid_token(private, 'k1')}", "Content-Type": "application/json"}
+    assert client.post("/events", data=NOT_JSON_EVENT, headers=headers).status_code == 400  # authenticated
+    (_, rotated), _ = rsa_keys
+    jwks_server.keys = {"k2": _jwk(rotated, "k2")}  # the provider withdraws k1 (and publishes another)
+    started = time.monotonic()
+    wait_for(lambda: client.post("/events", data=NOT_JSON_EVENT, headers=headers).status_code == 401,
+             timeout=10, interval=0.1, message="the withdrawn key is refused")  # fmt: skip
+    assert time.monotonic() - started < 1 + 1.0  # the key set's lifespan, plus a poll's slack
+    assert client.post("/events", data=NOT_JSON_EVENT, headers=headers).json["error"] == "unauthorized"
+
+
+def test_a_provider_publishing_no_keys_is_a_401_not_a_500(jwks_client, jwks_server, rsa_keys, caplog):
+    jwks_server.keys = {}
+    (private, _), _ = rsa_keys
+    _assert_401_and_unlogged(jwks_client, _kid_token(private, "k1"), caplog)
+
+
+def test_the_key_set_is_not_fetched_per_request(jwks_client, jwks_server, rsa_keys):
+    (private, _), _ = rsa_keys
+    for claims_sub in ("a", "b", "c"):  # three tokens, so the verified-token cache does not hide fetches
+        token = pyjwt.encode(_claims(sub=claims_sub), private, algorithm="RS256", headers={"kid": "k1"})
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        assert jwks_client.post("/events", data=NOT_JSON_EVENT, headers=headers).status_code == 400
+    assert jwks_server.fetches == 1
 
 
 def test_a_request_decodes_its_token_once(client, monkeypatch):
