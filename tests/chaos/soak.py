@@ -69,6 +69,7 @@ class SoakReport:
     stale: int = 0
     poison_sent: int = 0
     dead_letters: int = 0
+    shed: int = 0  # requests answered 503 (overloaded) at once
     restarts: int = 0
     growth: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # what -> {figure: [start, end]}
     lag_max: int = 0
@@ -144,6 +145,7 @@ def soak(settings: Settings, *, minutes: float, post_rate: float, get_rate: floa
         next_restart = began + restart_every_min * 60
         next_poison = began + 60
         next_sample = began
+        last_restart = began
         engine = run.engine
         while (now := time.monotonic()) < end:
             if now >= next_sample:
@@ -162,11 +164,13 @@ def soak(settings: Settings, *, minutes: float, post_rate: float, get_rate: floa
                 run.system.worker.wait(timeout=120)
                 run.system.start_worker()
                 report.restarts += 1
+                last_restart = time.monotonic()
                 next_restart += restart_every_min * 60
             stop.wait(0.5)
         for reader in readers:
             reader.stop()
-        result = run.finish(devices, fault_end=time.monotonic())
+        # recovery: writers answered and everything acknowledged stored, from the last restart on
+        result = run.finish(devices, fault_end=last_restart, max_recovery_s=60)
     producer.close()
     report.acked, report.lost, report.dup, report.stale = result.acked, result.lost, result.dup, result.stale
     report.problems.extend(result.problems)
@@ -175,8 +179,10 @@ def soak(settings: Settings, *, minutes: float, post_rate: float, get_rate: floa
     unexpected = [r for r in letters if r.key not in poison_keys]
     if unexpected:
         report.problems.append(f"{len(unexpected)} dead letters that were not poison records")
-    # a device read before its first event was stored is a 404: fine during the warm-up only
-    bad_reads = [s for t, s in run.ledger.reads if s != 200 and not (s == 404 and t < began + warm_up_s)]
+    # a device read before its first event was stored is a 404: fine during the warm-up only; a 503
+    # is the API shedding load (its loop lagged: a busy machine), answered at once: counted apart
+    report.shed = run.ledger.count(lambda p: p.status == 503) + sum(1 for _, s in run.ledger.reads if s == 503)
+    bad_reads = [s for t, s in run.ledger.reads if s not in (200, 503) and not (s == 404 and t < began + warm_up_s)]
     if bad_reads:
         report.problems.append(f"{len(bad_reads)} reads not answered 200")
     check_growth(report, samples, warm_up_s)
@@ -219,7 +225,7 @@ def table(report: SoakReport) -> str:
         f"soak {report.minutes:g} min: {report.post_rate:g} POST/s, {report.get_rate:g} GET/s, "
         f"{report.restarts} worker restarts, {report.poison_sent} poison records",
         f"acked={report.acked} lost={report.lost} dup={report.dup} stale={report.stale} "
-        f"dead_letters={report.dead_letters} lag_max={report.lag_max}",
+        f"dead_letters={report.dead_letters} shed={report.shed} lag_max={report.lag_max}",
         "| what | after warm-up | end |",
         "|---|---|---|",
     ]
