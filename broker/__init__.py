@@ -26,6 +26,7 @@ from broker.errors import (
     Interrupt,
     MessageTooLarge,
     NoBrokerConfigured,
+    QueueJoinTimeout,
     RateLimitExceeded,
     TimeLimitExceeded,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "MessageTooLarge",
     "Middleware",
     "NoBrokerConfigured",
+    "QueueJoinTimeout",
     "RateLimitExceeded",
     "SendFuture",
     "StubBroker",

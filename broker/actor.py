@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import inspect
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
+from broker import delays
+from broker.asyncio import async_to_sync
 from broker.broker import Broker, SendFuture, _global_broker_or_none, _register_global_actor, get_broker
 from broker.cron import Cron
 from broker.message import Message
@@ -33,12 +37,16 @@ class Actor(Generic[P, R]):
     """A registered task function. Build with :func:`actor`, not directly.
 
     ``actor(*args)`` runs the function here and now; ``actor.send(*args)`` enqueues it.
+    An ``async def`` function is run on the process's event loop thread (:mod:`broker.asyncio`):
+    ``fn`` is then the synchronous wrapper, ``is_async`` is True and ``__wrapped__`` the coroutine
+    function.
     """
 
     def __init__(
         self, fn: Callable[P, R], *, actor_name: str, topic: str, options: dict[str, Any], broker: Broker | None
     ) -> None:
-        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.fn: Callable[P, R] = async_to_sync(fn) if self.is_async else fn  # type: ignore[arg-type]
         self.actor_name = actor_name
         self.topic = topic
         self.options = options
@@ -63,6 +71,8 @@ class Actor(Generic[P, R]):
             raise ValueError(f"actor {self.actor_name!r}: a batch holds at least 2 messages")
 
         def register(fn: BatchFn) -> BatchFn:
+            if inspect.iscoroutinefunction(fn):
+                raise ValueError(f"actor {self.actor_name!r}: a batch form must be a plain function, not async def")
             self.batch_fn, self.batch_size = fn, max_size
             return fn
 
@@ -93,6 +103,7 @@ class Actor(Generic[P, R]):
         Raises ``ValueError`` for an option that cannot be set per message, or a bad value.
         """
         if options:
+            options = _normalise_times(options)
             self._check_message_options(options)
         kwargs = kwargs or {}
         if key is None and self.options.get("key") is not None:
@@ -111,6 +122,7 @@ class Actor(Generic[P, R]):
         broker = self._broker or _global_broker_or_none()
         middleware = broker.middleware if broker is not None else [cls() for cls in default_middleware]
         owners = {name: m for m in middleware for name in m.message_options}
+        options = {name: value for name, value in options.items() if name != "eta"}  # checked by the broker
         unknown = sorted(set(options) - set(owners))
         if unknown:
             raise ValueError(
@@ -137,7 +149,7 @@ class Actor(Generic[P, R]):
         headers: dict[str, str] | None = None,
         wait: bool = True,
         timeout_ms: int | None = None,
-        delay: int | None = None,
+        delay: int | dt.timedelta | None = None,
         **options: Any,
     ) -> Message | SendFuture:
         """Like :meth:`send`, with a Kafka ``key`` (ordering), message ``headers`` and options.
@@ -149,8 +161,8 @@ class Actor(Generic[P, R]):
         With ``wait=False`` it returns a :class:`SendFuture` at once; call ``broker.flush()`` and
         then ``future.result()`` to learn the outcome (see also :meth:`send_many`).
 
-        With ``delay`` (ms, up to 7 days) the message runs no earlier than that: it waits in the
-        delay topics, holding no partition or key meanwhile (:mod:`broker.delays`).
+        With ``delay`` (ms or a ``timedelta``, up to 7 days) the message runs no earlier than that:
+        it waits in the delay topics, holding no partition or key meanwhile (:mod:`broker.delays`).
         """
         message = self.message_with_options(args=args, kwargs=kwargs, key=key, headers=headers, **options)
         return self.broker.enqueue(message, wait=wait, timeout_ms=timeout_ms, delay=delay)
@@ -163,6 +175,21 @@ class Actor(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Actor({self.actor_name!r}, topic={self.topic!r})"
+
+
+def _normalise_times(options: dict[str, Any]) -> dict[str, Any]:
+    """Per-message times as the wire carries them: ``eta`` in epoch ms (from an aware ``datetime``,
+    or a ``timedelta`` from now) and a pipeline step's ``delay`` in ms (from a ``timedelta``)."""
+    eta, delay = options.get("eta"), options.get("delay")
+    if isinstance(eta, dt.datetime):
+        if eta.tzinfo is None:
+            raise ValueError("message option 'eta' must be an aware datetime (a naive one has no instant)")
+        options = {**options, "eta": int(eta.timestamp() * 1000)}
+    elif isinstance(eta, dt.timedelta):
+        options = {**options, "eta": delays.now_ms() + int(eta.total_seconds() * 1000)}
+    if isinstance(delay, dt.timedelta):
+        options = {**options, "delay": int(delay.total_seconds() * 1000)}
+    return options
 
 
 @overload
@@ -203,6 +230,10 @@ def actor(
 
     def decorator(fn: Callable[P, R]) -> Actor[P, R]:
         name = actor_name or fn.__name__
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            # calling one only builds a generator: the body would never run, yet the message would
+            # be committed as done
+            raise ValueError(f"actor {name!r}: a generator function cannot be an actor (its body would never run)")
         if not _TOPIC_RE.match(topic):
             raise ValueError(f"actor {name!r}: topic {topic!r} is not a valid Kafka topic name")
         target = broker or _global_broker_or_none()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 import threading
@@ -13,7 +14,7 @@ from broker import delays
 from broker.consumer import Consumer, RebalanceListener, Record
 from broker.errors import ActorNotFound, BrokerUnavailable, DuplicateActor, NoBrokerConfigured
 from broker.message import Message, format_timestamp, utcnow
-from broker.middleware import Middleware, default_middleware
+from broker.middleware import AsyncIO, Middleware, default_middleware
 
 if TYPE_CHECKING:
     from broker.actor import Actor
@@ -106,6 +107,13 @@ class Broker:
     # ------------------------------------------------------------ actors
 
     def declare_actor(self, actor: Actor) -> None:
+        """Register ``actor`` by name. Raises :class:`DuplicateActor` for another actor of that name,
+        and ``ValueError`` for an actor this broker could not run (``async def`` without ``AsyncIO``)."""
+        if getattr(actor, "is_async", False) and not any(isinstance(m, AsyncIO) for m in self.middleware):
+            raise ValueError(
+                f"actor {actor.actor_name!r} is async def, and this broker has no AsyncIO middleware to run it: "
+                "broker.add_middleware(AsyncIO()) (from broker.middleware) before declaring it"
+            )
         existing = self.actors.get(actor.actor_name)
         if existing is not None and existing is not actor:
             raise DuplicateActor(f"an actor named {actor.actor_name!r} is already declared on this broker")
@@ -128,12 +136,17 @@ class Broker:
         return delays.tier_topics(self.delay_prefix) if self.delay_prefix else []
 
     def enqueue(
-        self, message: Message, *, wait: bool = True, timeout_ms: int | None = None, delay: int | None = None
+        self,
+        message: Message,
+        *,
+        wait: bool = True,
+        timeout_ms: int | None = None,
+        delay: int | dt.timedelta | None = None,
     ) -> Any:
         """Send ``message``. With ``wait`` (the default) return it once the broker acked it, or raise
         :class:`BrokerUnavailable` within ``timeout_ms``; without, return a :class:`SendFuture`.
 
-        With ``delay`` (ms, at most 7 days) the message gets an ``eta`` option and runs no earlier;
+        With ``delay`` (ms or a ``timedelta``, at most 7 days) the message gets an ``eta`` option and runs no earlier;
         a message whose ``eta`` is in the future goes to the delay topics (:mod:`broker.delays`).
         """
         if delay is not None:
@@ -172,7 +185,7 @@ class Broker:
         Raises :class:`BrokerUnavailable` naming how many failed; ``exc.failed`` lists them.
         """
         futures = [self.enqueue(m, wait=False) for m in messages]
-        self.flush(timeout_ms)
+        self.flush(timeout_ms=timeout_ms)
         failed: list[tuple[Message, Exception]] = []
         for future in futures:
             try:
@@ -278,9 +291,9 @@ def _register_global_actor(actor: Actor) -> None:
     with _lock:
         if actor.actor_name in _global_actors:
             raise DuplicateActor(f"an actor named {actor.actor_name!r} is already declared")
-        _global_actors[actor.actor_name] = actor
         if _broker is not None:
-            _broker.declare_actor(actor)
+            _broker.declare_actor(actor)  # first: an actor the broker refuses is not registered either
+        _global_actors[actor.actor_name] = actor
 
 
 def _global_broker_or_none() -> Broker | None:

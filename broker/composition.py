@@ -24,6 +24,7 @@ redelivered step sends its next step again with the same message id.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -87,9 +88,11 @@ class pipeline:
         last = self.steps[-1]
         return pipeline([*self.steps[:-1], last.copy(options={**last.options, name: value})], broker=self.broker)
 
-    def run(self, *, delay: int | None = None) -> pipeline:
-        """Send the first step (after ``delay`` ms); returns once Kafka acknowledged it."""
-        self.broker.enqueue(self.messages[0], delay=delay)
+    def run(self, *, delay: int | dt.timedelta | None = None) -> pipeline:
+        """Send the first step (after ``delay`` ms, else after its own ``delay`` option); returns
+        once Kafka acknowledged it. Each later step waits its own ``delay`` option."""
+        first = self.messages[0]
+        self.broker.enqueue(first, delay=delay if delay is not None else first.options.get("delay"))
         return self
 
     def get_result(self, *, block: bool = False, timeout: int | None = None, backend: Any = None) -> Any:
@@ -127,7 +130,7 @@ class group:
         middleware on the broker)."""
         self.callbacks.append(message)
 
-    def run(self, *, delay: int | None = None) -> group:
+    def run(self, *, delay: int | dt.timedelta | None = None) -> group:
         """Send every member (after ``delay`` ms); returns once Kafka acknowledged them all."""
         if self.callbacks:
             if not any(isinstance(m, GroupCallbacks) for m in self.broker.middleware):

@@ -30,8 +30,13 @@ class EncodeError(BrokerError):
     """A message's arguments or headers cannot be encoded as JSON."""
 
 
-class DuplicateActor(BrokerError):
-    """Two actors were declared with the same name on one broker."""
+class DuplicateActor(BrokerError, ValueError):
+    """Two actors were declared with the same name on one broker (a ``ValueError``, as in Dramatiq)."""
+
+
+class QueueJoinTimeout(BrokerError, TimeoutError):
+    """``StubBroker.join`` gave up before the topic was processed (Dramatiq's name; also a
+    ``TimeoutError``)."""
 
 
 class NoBrokerConfigured(BrokerError):

@@ -29,6 +29,7 @@ Guarantees:
 from __future__ import annotations
 
 import heapq
+import inspect
 import itertools
 import logging
 import queue
@@ -140,6 +141,9 @@ class Worker:
         consumer_thread = threading.Thread(target=self._consume_loop, name="consumer", daemon=True)
         consumer_thread.start()
         self._threads.append(consumer_thread)
+        retry_thread = threading.Thread(target=self._retry_loop, name="retries", daemon=True)
+        retry_thread.start()
+        self._threads.append(retry_thread)
         if self.forwarder is not None:
             self.forwarder.start()
         self.broker.emit_after("worker_boot", self)
@@ -238,7 +242,6 @@ class Worker:
                     self._load_skips(records)
                 with self._changed:
                     self._dispatch(records)
-                    self._release_due_retries()
                     self._apply_backpressure()
                 if time.monotonic() - last_commit >= self.commit_interval:
                     self._commit()
@@ -251,7 +254,9 @@ class Worker:
         finally:
             for _ in range(self.worker_threads):
                 self._ready.put(_STOP)
-            self._stopped.set()
+            with self._changed:
+                self._stopped.set()
+                self._changed.notify_all()  # the retry thread ends too
 
     def _poll(self, timeout_ms: int) -> list[Record]:
         assert self.consumer is not None
@@ -263,11 +268,7 @@ class Worker:
             return []
 
     def _poll_timeout(self) -> int:
-        with self._lock:
-            if self._delayed:
-                until_due = (self._delayed[0][0] - time.monotonic()) * 1000
-                return max(0, min(self.poll_timeout_ms, int(until_due)))
-        return self.poll_timeout_ms
+        return self.poll_timeout_ms  # retries do not wait for a poll: the retry thread releases them
 
     def _load_skips(self, records: list[Record]) -> None:
         """Read, once per assignment, which records of these partitions a previous owner already
@@ -310,6 +311,18 @@ class Worker:
             else:
                 state.keys[key] = deque()
                 self._ready.put(_Work(state, record))
+
+    def _retry_loop(self) -> None:
+        """Hand each retry to the worker threads when it is due (a thread of its own).
+
+        Not the consumer thread's job: it spends most of its time inside ``poll``, so a retry due
+        now (a zero or short backoff) would wait for the poll to return, up to
+        ``poll_timeout_ms``. Scheduling a retry notifies the condition this thread sleeps on."""
+        with self._changed:
+            while not self._stopped.is_set():
+                self._release_due_retries()
+                timeout = self._delayed[0][0] - time.monotonic() if self._delayed else None
+                self._changed.wait(timeout)
 
     def _release_due_retries(self) -> None:
         now = time.monotonic()
@@ -582,6 +595,8 @@ class Worker:
         try:
             broker.emit_before("process_message", proxy)
             result = actor.fn(*message.args, **message.kwargs)
+            if inspect.isawaitable(result):
+                _refuse_awaitable(result, message.actor_name)
         except (Exception, Interrupt) as exc:  # an Interrupt (time limit) is a failure like any other
             exception = exc
         proxy.exception = exception
@@ -674,6 +689,17 @@ class Worker:
                 log.warning("dead letter not acknowledged; retrying", extra={"error": str(error)})
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)
+
+
+def _refuse_awaitable(result: Any, actor_name: str) -> None:
+    """An actor returned a coroutine (a plain function wrapping an ``async def``): its body has not
+    run, so the message must fail, not be committed as done."""
+    if inspect.iscoroutine(result):
+        result.close()  # never awaited, on purpose: no warning
+    raise TypeError(
+        f"actor {actor_name!r} returned an awaitable instead of running: declare it with async def "
+        "(and the AsyncIO middleware) so the worker awaits it"
+    )
 
 
 def _proxy(message: Message, record: Record) -> MessageProxy:

@@ -1,5 +1,6 @@
 """Built-in middleware. ``default_middleware`` is what every broker gets unless told otherwise."""
 
+from broker.middleware.asyncio import AsyncIO
 from broker.middleware.composition import GroupCallbacks, Pipelines
 from broker.middleware.logging import Logging
 from broker.middleware.middleware import Middleware
@@ -11,6 +12,7 @@ from broker.middleware.time_limit import TimeLimit
 default_middleware = [Logging, Pipelines, Retries, TimeLimit]
 
 __all__ = [
+    "AsyncIO",
     "GroupCallbacks",
     "Logging",
     "Middleware",

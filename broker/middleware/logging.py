@@ -28,7 +28,8 @@ def _context(message: Message | MessageProxy, record: Record | None = None) -> d
 
 
 class Logging(Middleware):
-    """Success at DEBUG (tasks log their own domain line), retries at WARNING, dead letters at ERROR."""
+    """Success at DEBUG (tasks log their own domain line), retries at WARNING, dead letters at ERROR
+    (at INFO when the exception is one the actor ``throws``: an expected outcome)."""
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
@@ -60,4 +61,15 @@ class Logging(Middleware):
         else:
             extra = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         extra["error"] = type(exception).__name__
-        log.error("message dead-lettered", extra=extra)
+        if message is not None and _expected(broker, message, exception):
+            # an exception the actor declared in ``throws`` is an outcome, not an error (as in Dramatiq)
+            log.info("message failed with an expected exception (throws); dead-lettered", extra=extra)
+        else:
+            log.error("message dead-lettered", extra=extra)
+
+
+def _expected(broker: Broker, message: Message, exception: BaseException) -> bool:
+    """Whether ``exception`` is one the message's actor lists in ``throws``."""
+    actor = broker.actors.get(message.actor_name)
+    throws = actor.options.get("throws") if actor is not None else None
+    return bool(throws) and isinstance(exception, throws)
