@@ -27,9 +27,12 @@ from broker.errors import (
     MessageTooLarge,
     NoBrokerConfigured,
     QueueJoinTimeout,
+    QueueNotFound,
     RateLimitExceeded,
+    Retry,
     TimeLimitExceeded,
 )
+from broker.generic import GenericActor
 from broker.message import Message
 from broker.middleware import Middleware
 from broker.proxy import MessageProxy
@@ -45,6 +48,7 @@ __all__ = [
     "DecodeError",
     "DuplicateActor",
     "EncodeError",
+    "GenericActor",
     "Interrupt",
     "KafkaBroker",
     "Message",
@@ -53,7 +57,9 @@ __all__ = [
     "Middleware",
     "NoBrokerConfigured",
     "QueueJoinTimeout",
+    "QueueNotFound",
     "RateLimitExceeded",
+    "Retry",
     "SendFuture",
     "StubBroker",
     "TimeLimitExceeded",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
@@ -43,8 +44,17 @@ class Actor(Generic[P, R]):
     """
 
     def __init__(
-        self, fn: Callable[P, R], *, actor_name: str, topic: str, options: dict[str, Any], broker: Broker | None
+        self,
+        fn: Callable[P, R],
+        *,
+        actor_name: str,
+        topic: str,
+        options: dict[str, Any],
+        broker: Broker | None,
+        priority: int = 0,
     ) -> None:
+        self.logger = logging.getLogger(f"{getattr(fn, '__module__', None) or '_'}.{actor_name}")
+        self.priority = priority  # lower runs first among a worker process's ready messages
         self.is_async = inspect.iscoroutinefunction(fn)
         self.fn: Callable[P, R] = async_to_sync(fn) if self.is_async else fn  # type: ignore[arg-type]
         self.actor_name = actor_name
@@ -103,7 +113,7 @@ class Actor(Generic[P, R]):
         Raises ``ValueError`` for an option that cannot be set per message, or a bad value.
         """
         if options:
-            options = _normalise_times(options)
+            options = _callback_names(_normalise_times(options))
             self._check_message_options(options)
         kwargs = kwargs or {}
         if key is None and self.options.get("key") is not None:
@@ -176,6 +186,20 @@ class Actor(Generic[P, R]):
     def __repr__(self) -> str:
         return f"Actor({self.actor_name!r}, topic={self.topic!r})"
 
+    def __str__(self) -> str:
+        return f"Actor({self.actor_name})"
+
+
+def _callback_names(options: dict[str, Any]) -> dict[str, Any]:
+    """``on_success`` / ``on_failure`` given as actors travel as their names (Dramatiq's rule)."""
+    for name in ("on_success", "on_failure", "on_retry_exhausted"):
+        target = options.get(name)
+        if isinstance(target, Actor):
+            options = {**options, name: target.actor_name}
+        elif target is not None and not isinstance(target, str):
+            raise TypeError(f"{name} value must be an Actor")
+    return options
+
 
 def _normalise_times(options: dict[str, Any]) -> dict[str, Any]:
     """Per-message times as the wire carries them: ``eta`` in epoch ms (from an aware ``datetime``,
@@ -205,8 +229,10 @@ def actor(
 def actor(
     fn: Callable[P, R] | None = None,
     *,
+    actor_class: type[Actor] | None = None,
     actor_name: str | None = None,
     topic: str = DEFAULT_TOPIC,
+    priority: int = 0,
     broker: Broker | None = None,
     **options: Any,
 ) -> Any:
@@ -216,6 +242,9 @@ def actor(
       actor_name: defaults to the function's name; unique per broker.
       topic: the Kafka topic its messages go to.
       broker: bind to this broker instead of the global one (handy in tests).
+      actor_class: an :class:`Actor` subclass to build (Dramatiq's).
+      priority: lower runs first among the ready messages of a worker process (Dramatiq's; not
+        across processes: Kafka has no priority queues).
       **options: ``max_retries``, ``min_backoff``, ``max_backoff`` (ms), ``throws``, ``retry_when``,
         ``transient`` (exception types meaning a dependency failed: waited for, never dead-lettered),
         ``time_limit`` (ms), ``key`` (``key(*args, **kwargs) -> str``, the Kafka key for ``send``),
@@ -258,7 +287,10 @@ def actor(
                 options["periodic"] = Cron.parse(options["periodic"])
             except ValueError as exc:
                 raise ValueError(f"actor {name!r}: option 'periodic': {exc}") from None
-        instance = Actor(fn, actor_name=name, topic=topic, options=options, broker=broker)
+        cls = actor_class or Actor
+        instance = cls(
+            fn, actor_name=name, topic=topic, options=_callback_names(options), broker=broker, priority=priority
+        )
         if broker is not None:
             broker.declare_actor(instance)
         else:

@@ -68,6 +68,8 @@ class Broker:
         delay_prefix: str | None = delays.DEFAULT_DELAY_PREFIX,
     ) -> None:
         self.actors: dict[str, Actor] = {}
+        self._inherited: set[str] = set()  # actors set_broker carried over (see _inherit)
+        self.declarations = 0  # counts declarations: a worker following the declared topics watches it
         self.delay_prefix = delay_prefix
         self.middleware: list[Middleware] = []
         self.dead_letter_topic = dead_letter_topic
@@ -78,8 +80,34 @@ class Broker:
 
     # ------------------------------------------------------------ middleware
 
-    def add_middleware(self, middleware: Middleware) -> None:
-        self.middleware.append(middleware)
+    def add_middleware(self, middleware: Middleware, *, before: type | None = None, after: type | None = None) -> None:
+        """Add ``middleware`` at the end, or just before (after) the first middleware of the class
+        ``before`` (``after``), as in Dramatiq. Actors and topics already declared are announced to
+        it (``after_declare_actor``, ``after_declare_queue``).
+
+        Raises:
+          ValueError: ``before`` or ``after`` names a class none of the middleware is, or both given.
+        """
+        if before is not None and after is not None:
+            raise ValueError("give either before= or after=, not both")
+        if any(isinstance(m, type(middleware)) for m in self.middleware):
+            log.warning("a middleware of the same type is added twice: %r; it may have unexpected results", middleware)
+        reference = before or after
+        if reference is None:
+            self.middleware.append(middleware)
+        else:
+            index = next((i for i, m in enumerate(self.middleware) if isinstance(m, reference)), None)
+            if index is None:
+                raise ValueError(f"Middleware {reference!r} not found")
+            self.middleware.insert(index if before is not None else index + 1, middleware)
+        for actor in self.actors.values():
+            method = getattr(middleware, "after_declare_actor", None)
+            if method is not None:
+                method(self, actor)
+        for topic in self.get_declared_topics():
+            method = getattr(middleware, "after_declare_queue", None)
+            if method is not None:
+                method(self, topic)
 
     @property
     def actor_options(self) -> frozenset[str]:
@@ -89,18 +117,28 @@ class Broker:
         return frozenset(options)
 
     def emit_before(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``before_<hook>`` of each middleware that has it, in order. A failure propagates:
+        the worker dead-letters the record (reason ``worker_error``) or waits for a dependency."""
         for m in self.middleware:
-            getattr(m, "before_" + hook)(self, *args, **kwargs)
+            method = getattr(m, "before_" + hook, None)
+            if method is not None:
+                method(self, *args, **kwargs)
 
     def emit_after(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``after_<hook>`` of each middleware that has it, in reverse order."""
         for m in reversed(self.middleware):
-            getattr(m, "after_" + hook)(self, *args, **kwargs)
+            method = getattr(m, "after_" + hook, None)
+            if method is not None:
+                method(self, *args, **kwargs)
 
     def emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
         """Call an ``on_*`` hook; a failing hook is logged, never allowed to break processing."""
         for m in self.middleware:
+            method = getattr(m, hook, None)
+            if method is None:
+                continue
             try:
-                getattr(m, hook)(self, *args, **kwargs)
+                method(self, *args, **kwargs)
             except Exception:
                 log.exception("middleware %s.%s failed", type(m).__name__, hook)
 
@@ -115,9 +153,28 @@ class Broker:
                 "broker.add_middleware(AsyncIO()) (from broker.middleware) before declaring it"
             )
         existing = self.actors.get(actor.actor_name)
-        if existing is not None and existing is not actor:
+        if existing is actor:
+            return
+        if existing is not None and actor.actor_name not in self._inherited:
             raise DuplicateActor(f"an actor named {actor.actor_name!r} is already declared on this broker")
+        self.emit_before("declare_actor", actor)
+        new_topic = actor.topic not in self.get_declared_topics()
+        if new_topic:
+            self.emit_before("declare_queue", actor.topic)
+        self._inherited.discard(actor.actor_name)
         self.actors[actor.actor_name] = actor
+        self.declarations += 1
+        if new_topic:
+            self.emit_after("declare_queue", actor.topic)
+        self.emit_after("declare_actor", actor)
+
+    def _inherit(self, actor: Actor) -> None:
+        """Declare a global actor carried over by :func:`set_broker`, unless one of its name is
+        declared here already. An actor declared on this broker later replaces it by name (as a
+        fresh Dramatiq broker per test allows the same actor to be declared again)."""
+        if actor.actor_name not in self.actors:
+            self.declare_actor(actor)
+            self._inherited.add(actor.actor_name)
 
     def get_actor(self, actor_name: str) -> Actor:
         try:
@@ -150,9 +207,10 @@ class Broker:
         a message whose ``eta`` is in the future goes to the delay topics (:mod:`broker.delays`).
         """
         if delay is not None:
-            eta = delays.now_ms() + delays.check_delay(delay)
+            delay = delays.check_delay(delay)
+            eta = delays.now_ms() + delay
             message = message.copy(options={**message.options, "eta": eta})
-        self.emit_before("enqueue", message)
+        self.emit_before("enqueue", message, delay)
         value = message.encode()  # EncodeError here, in the sender, not later in a worker
         key = message.key.encode("utf-8") if message.key is not None else None
         topic, headers = self._destination(message)
@@ -161,7 +219,7 @@ class Broker:
         if not wait:
             return future
         future.result()
-        self.emit_after("enqueue", message)
+        self.emit_after("enqueue", message, delay)
         return message
 
     def _destination(self, message: Message) -> tuple[str, list[tuple[str, bytes]]]:
@@ -193,7 +251,7 @@ class Broker:
             except BrokerUnavailable as exc:
                 failed.append((future.message, exc))
             else:
-                self.emit_after("enqueue", future.message)
+                self.emit_after("enqueue", future.message, None)
         if failed:
             error = BrokerUnavailable(f"{len(failed)} of {len(futures)} messages were not acknowledged: {failed[0][1]}")
             error.failed = failed  # type: ignore[attr-defined]
@@ -284,12 +342,15 @@ def set_broker(broker: Broker) -> None:
     with _lock:
         _broker = broker
         for actor in _global_actors.values():
-            broker.declare_actor(actor)
+            broker._inherit(actor)
 
 
 def _register_global_actor(actor: Actor) -> None:
+    """An actor decorated without ``broker=``: declared on the global broker if one is set (which
+    raises :class:`DuplicateActor` if that broker has an actor of the name declared on it), and
+    on every broker set later. With no broker set yet, a second actor of one name is an error."""
     with _lock:
-        if actor.actor_name in _global_actors:
+        if _broker is None and actor.actor_name in _global_actors:
             raise DuplicateActor(f"an actor named {actor.actor_name!r} is already declared")
         if _broker is not None:
             _broker.declare_actor(actor)  # first: an actor the broker refuses is not registered either

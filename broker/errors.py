@@ -58,3 +58,16 @@ class Interrupt(BaseException):
 
 class TimeLimitExceeded(Interrupt):
     """Raised inside an actor that ran longer than its ``time_limit``."""
+
+
+class QueueNotFound(BrokerError):
+    """A topic no actor declares and no message was ever written to (Dramatiq's name)."""
+
+
+class Retry(BrokerError):
+    """Raised by an actor to be retried (counted as an attempt) without an error being logged;
+    ``delay`` (ms) replaces the backoff for this retry (Dramatiq's)."""
+
+    def __init__(self, message: str = "", delay: int | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay

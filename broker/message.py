@@ -51,6 +51,28 @@ class Message:
     def copy(self, **changes: Any) -> Message:
         return dataclasses.replace(self, **changes)
 
+    _replace = copy  # Dramatiq's messages are named tuples
+
+    @property
+    def message_timestamp(self) -> int:
+        """When the message was first enqueued, in epoch ms (Dramatiq's name)."""
+        return int(self.enqueued_at.timestamp() * 1000)
+
+    @property
+    def message_datetime(self) -> dt.datetime:
+        """:attr:`message_timestamp` as an aware UTC datetime."""
+        return dt.datetime.fromtimestamp(self.message_timestamp / 1000, tz=dt.UTC)
+
+    def __or__(self, other: Any) -> Any:
+        """``a.message() | b.message()`` is a pipeline of the two (Dramatiq's)."""
+        from broker.composition import pipeline
+
+        return pipeline([self, other])  # the global broker, as in Dramatiq
+
+    def __lt__(self, other: Message) -> bool:
+        # an order so that lists of messages compare sorted, as Dramatiq's tuples do
+        return (self.message_timestamp, self.message_id) < (other.message_timestamp, other.message_id)
+
     def get_result(self, *, backend: Any = None, block: bool = False, timeout: int | None = None) -> Any:
         """This message's result (``@actor(store_results=True)`` and the ``Results`` middleware).
 
@@ -78,6 +100,8 @@ class Message:
             "headers": self.headers,
             "enqueued_at": format_timestamp(self.enqueued_at),
         }
+
+    _asdict = asdict
 
     def encode(self) -> bytes:
         """JSON bytes. Raises :class:`EncodeError` for values JSON cannot carry (sets, NaN, objects)."""

@@ -47,6 +47,7 @@ from broker.consumer import Consumer, Record, TopicPartition
 from broker.delays import DelayForwarder, now_ms
 from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, Interrupt
 from broker.message import Message
+from broker.middleware.middleware import SkipMessage
 from broker.offsets import PartitionState, Revocation, committable, decode_done
 from broker.proxy import MessageProxy
 
@@ -79,6 +80,10 @@ class Worker:
         after a dependency failed under it (doubling from the first, capped at the second, jittered).
       forward_delays: also run a :class:`~broker.delays.DelayForwarder`, which moves delayed
         messages to their topics when due (when the broker has delay topics).
+      worker_timeout: Dramatiq's name for ``poll_timeout_ms``.
+
+    Without ``topics`` the worker follows the broker's declared topics: an actor declared on a
+    new topic after the worker started is consumed too (the group's subscription is changed).
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class Worker:
         dependency_min_backoff_ms: int = transient.DEFAULT_MIN_BACKOFF_MS,
         dependency_max_backoff_ms: int = transient.DEFAULT_MAX_BACKOFF_MS,
         forward_delays: bool = True,
+        worker_timeout: int | None = None,
     ) -> None:
         self.broker = broker
         self.topics = sorted(topics) if topics else None
@@ -106,7 +112,8 @@ class Worker:
         self.max_buffered = max_buffered_per_partition
         self.shutdown_timeout = shutdown_timeout_ms / 1000
         self.revoke_timeout_s = self.shutdown_timeout
-        self.poll_timeout_ms = poll_timeout_ms
+        # Dramatiq's worker_timeout (ms): how long an idle wait lasts before looking again
+        self.poll_timeout_ms = worker_timeout if worker_timeout is not None else poll_timeout_ms
         self.dependency_min_backoff_ms = dependency_min_backoff_ms
         self.dependency_max_backoff_ms = dependency_max_backoff_ms
 
@@ -124,16 +131,22 @@ class Worker:
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._unpaused = threading.Event()
+        self._unpaused.set()
+        self._subscribed: list[str] = []
+        self._declarations = -1  # the broker's declaration count the subscription was made at
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Join the group and start processing in background threads."""
+        self._declarations = self.broker.declarations
         topics = self.topics or sorted(self.broker.get_declared_topics())
-        if not topics:
+        if not topics and not getattr(self.broker, "consumes_later_topics", False):
             raise ValueError("no topics to consume: declare actors (import your tasks) or pass topics=")
         self.broker.emit_before("worker_boot", self)
         self.consumer = self.broker.consume(topics, self.group_id, listener=self)
+        self._subscribed = topics
         for i in range(self.worker_threads):
             thread = threading.Thread(target=self._work_loop, name=f"worker-{i}", daemon=True)
             thread.start()
@@ -160,6 +173,15 @@ class Worker:
         for thread in self._threads:
             thread.join(self.shutdown_timeout + 30)
         self.broker.emit_after("worker_shutdown", self)
+
+    def pause(self) -> None:
+        """Start no new message until :meth:`resume` (running ones finish); the consumer keeps
+        polling, so the member stays in its group, and fetched records wait in memory."""
+        self._unpaused.clear()
+
+    def resume(self) -> None:
+        """Start messages again after :meth:`pause`."""
+        self._unpaused.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker has stopped (by :meth:`stop` or a failure); True if it has."""
@@ -235,8 +257,10 @@ class Worker:
     def _consume_loop(self) -> None:
         assert self.consumer is not None
         last_commit = time.monotonic()
+        self._announce("after", "consumer_thread_boot")
         try:
             while not self._stop_requested.is_set():
+                self._follow_declared_topics()
                 records = self._poll(self._poll_timeout())
                 if records:
                     self._load_skips(records)
@@ -252,11 +276,33 @@ class Worker:
             self.failure = exc
             self._abandon()
         finally:
+            self._announce("before", "consumer_thread_shutdown")
             for _ in range(self.worker_threads):
                 self._ready.put(_STOP)
             with self._changed:
                 self._stopped.set()
                 self._changed.notify_all()  # the retry thread ends too
+
+    def _announce(self, when: str, hook: str) -> None:
+        """A thread's boot or shutdown hook (Dramatiq's thread hooks); a failing hook is logged,
+        it must not take the thread down."""
+        emit = self.broker.emit_after if when == "after" else self.broker.emit_before
+        try:
+            emit(hook, threading.current_thread())
+        except Exception:
+            log.exception("middleware hook %s_%s failed", when, hook)
+
+    def _follow_declared_topics(self) -> None:
+        """Without ``topics=``, subscribe to a topic an actor declared after the worker started."""
+        if self.topics or self.broker.declarations == self._declarations:
+            return
+        self._declarations = self.broker.declarations
+        topics = sorted(self.broker.get_declared_topics())
+        subscribe = getattr(self.consumer, "subscribe", None)
+        if topics != self._subscribed and subscribe is not None:
+            subscribe(topics)
+            self._subscribed = topics
+            log.info("subscription changed", extra={"topics": topics})
 
     def _poll(self, timeout_ms: int) -> list[Record]:
         assert self.consumer is not None
@@ -395,10 +441,20 @@ class Worker:
     # ------------------------------------------------------------ worker threads
 
     def _work_loop(self) -> None:
+        self._announce("after", "worker_thread_boot")
+        try:
+            self._work()
+        finally:
+            self._announce("before", "worker_thread_shutdown")
+
+    def _work(self) -> None:
         while True:
             work = self._ready.get()
             if work is _STOP:
                 return
+            while not self._unpaused.wait(0.1):  # paused: hold the record, start nothing
+                if self._stop_requested.is_set():
+                    break
             batch, alone = self._gather_batch(work)
             if batch:
                 alone = self._process_batch(batch) + alone
@@ -594,6 +650,9 @@ class Worker:
         result = exception = None
         try:
             broker.emit_before("process_message", proxy)
+        except SkipMessage:
+            return self._skipped(work)
+        try:
             result = actor.fn(*message.args, **message.kwargs)
             if inspect.isawaitable(result):
                 _refuse_awaitable(result, message.actor_name)
@@ -614,6 +673,8 @@ class Worker:
         if exception is None:
             if proxy.dependency_failures:
                 log.info("the dependency is back", extra={"message_id": message.message_id})
+            self._hook("before", "ack", proxy)
+            self._hook("after", "ack", proxy)  # committable now; the commit itself is batched
             return None
         if proxy.transient:
             proxy.dependency_failures += 1
@@ -632,8 +693,35 @@ class Worker:
             proxy.retry_delay_ms = None
             proxy.exception = None
             return delay
+        self._hook("before", "nack", proxy)
         self._dead_letter(record, exception, message, attempts=proxy.attempt, reason=REASON_FAILED)
+        self._hook("after", "nack", proxy)
         return None
+
+    def _skipped(self, work: _Work) -> None:
+        """A middleware raised :class:`SkipMessage` before the actor ran: the message is finished
+        without running, or dead-lettered if that middleware failed it (``AgeLimit``)."""
+        proxy = work.proxy
+        assert proxy is not None
+        log.warning("message skipped", extra={"message_id": proxy.message_id, "actor": proxy.actor_name})
+        self.broker.emit_after("skip_message", proxy)
+        if proxy.failed:
+            error = proxy.exception or SkipMessage("skipped by a middleware")
+            self._hook("before", "nack", proxy)
+            self._dead_letter(work.record, error, proxy.message, attempts=proxy.attempt, reason=REASON_FAILED)
+            self._hook("after", "nack", proxy)
+        else:
+            self._hook("before", "ack", proxy)
+            self._hook("after", "ack", proxy)
+
+    def _hook(self, when: str, hook: str, proxy: MessageProxy) -> None:
+        """An outcome hook (ack, nack, delay_message): the outcome is decided, so a failing hook is
+        logged and changes nothing."""
+        emit = self.broker.emit_after if when == "after" else self.broker.emit_before
+        try:
+            emit(hook, proxy)
+        except Exception:
+            log.exception("middleware hook %s_%s failed", when, hook)
 
     def _early(self, message: Message) -> bool:
         """Whether the message arrived before its eta (sent there directly, or forwarded by a
@@ -645,6 +733,7 @@ class Worker:
         """Send an early message back to the delay topics and finish its record; if Kafka does not
         take it, wait here (in order) and try again."""
         assert work.proxy is not None
+        self._hook("before", "delay_message", work.proxy)
         try:
             self.broker.enqueue(work.proxy.message)
         except (BrokerUnavailable, ValueError) as exc:
@@ -658,6 +747,7 @@ class Worker:
         the retry then happens in place, as for an ordered actor."""
         message = proxy.message
         retry = message.copy(options={**message.options, "retries": proxy.attempt})
+        self._hook("before", "delay_message", proxy)
         try:
             self.broker.enqueue(retry, delay=delay_ms)
         except (BrokerUnavailable, ValueError) as exc:

@@ -36,6 +36,8 @@ class DeadLetter(NamedTuple):
 class StubBroker(Broker):
     """Parameters: ``partitions`` per topic (topics are created on first use)."""
 
+    consumes_later_topics = True  # a worker may start before any actor is declared (as in Dramatiq)
+
     def __init__(
         self,
         middleware: Sequence[Middleware] | None = None,
@@ -302,6 +304,15 @@ class StubConsumer:
 
     def topic_exists(self, topic: str) -> bool:
         return topic in self.broker.topics
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        """Change the subscription (a worker following the declared topics): a rebalance."""
+        with self.broker._cond:
+            self.topics = list(topics)
+            for t in self.topics:
+                self.broker._topic(t)
+            self.broker._generation[self.group_id] += 1
+            self.broker._cond.notify_all()
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         if tp in self.assigned:

@@ -7,7 +7,6 @@ when it returns. The exception is then handled like any other failure (retried, 
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 import time
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.errors import TimeLimitExceeded
 from broker.middleware.middleware import Middleware
+from broker.threading import raise_thread_exception
 
 if TYPE_CHECKING:
     from broker.broker import Broker
@@ -74,6 +74,4 @@ class TimeLimit(Middleware):
                 for ident in expired:
                     del self._deadlines[ident]
                     log.warning("time limit exceeded; interrupting thread %s", ident)
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(ident), ctypes.py_object(TimeLimitExceeded)
-                    )
+                    raise_thread_exception(ident, TimeLimitExceeded)
