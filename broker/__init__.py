@@ -16,6 +16,7 @@ from broker.broker import Broker, SendFuture, get_broker, set_broker
 from broker.brokers.kafka import KafkaBroker
 from broker.brokers.stub import StubBroker
 from broker.composition import group, pipeline
+from broker.encoder import Encoder, JSONEncoder, get_encoder, set_encoder
 from broker.errors import (
     ActorNotFound,
     BrokerError,
@@ -48,8 +49,10 @@ __all__ = [
     "DecodeError",
     "DuplicateActor",
     "EncodeError",
+    "Encoder",
     "GenericActor",
     "Interrupt",
+    "JSONEncoder",
     "KafkaBroker",
     "Message",
     "MessageProxy",
@@ -66,7 +69,9 @@ __all__ = [
     "Worker",
     "actor",
     "get_broker",
+    "get_encoder",
     "group",
     "pipeline",
     "set_broker",
+    "set_encoder",
 ]

@@ -184,7 +184,7 @@ class Actor(Generic[P, R]):
         return self.broker.enqueue_many(messages, timeout_ms=timeout_ms)
 
     def __repr__(self) -> str:
-        return f"Actor({self.actor_name!r}, topic={self.topic!r})"
+        return f"Actor({self.fn!r}, topic={self.topic!r}, actor_name={self.actor_name!r})"
 
     def __str__(self) -> str:
         return f"Actor({self.actor_name})"

@@ -86,12 +86,15 @@ class Broker:
         it (``after_declare_actor``, ``after_declare_queue``).
 
         Raises:
-          ValueError: ``before`` or ``after`` names a class none of the middleware is, or both given.
+          ValueError: ``before`` or ``after`` names a class none of the middleware is.
+          AssertionError: both were given (Dramatiq asserts it).
         """
         if before is not None and after is not None:
-            raise ValueError("give either before= or after=, not both")
+            raise AssertionError("provide either 'before' or 'after', but not both")  # as Dramatiq's assert
         if any(isinstance(m, type(middleware)) for m in self.middleware):
-            log.warning("a middleware of the same type is added twice: %r; it may have unexpected results", middleware)
+            log.warning(
+                "You're adding a middleware of the same type twice: %r. It may have unexpected results.", middleware
+            )
         reference = before or after
         if reference is None:
             self.middleware.append(middleware)
@@ -147,7 +150,7 @@ class Broker:
     def declare_actor(self, actor: Actor) -> None:
         """Register ``actor`` by name. Raises :class:`DuplicateActor` for another actor of that name,
         and ``ValueError`` for an actor this broker could not run (``async def`` without ``AsyncIO``)."""
-        if getattr(actor, "is_async", False) and not any(isinstance(m, AsyncIO) for m in self.middleware):
+        if getattr(actor, "is_async", False) and not self._runs_async():
             raise ValueError(
                 f"actor {actor.actor_name!r} is async def, and this broker has no AsyncIO middleware to run it: "
                 "broker.add_middleware(AsyncIO()) (from broker.middleware) before declaring it"
@@ -172,9 +175,17 @@ class Broker:
         """Declare a global actor carried over by :func:`set_broker`, unless one of its name is
         declared here already. An actor declared on this broker later replaces it by name (as a
         fresh Dramatiq broker per test allows the same actor to be declared again)."""
-        if actor.actor_name not in self.actors:
-            self.declare_actor(actor)
-            self._inherited.add(actor.actor_name)
+        if actor.actor_name in self.actors:
+            return
+        if getattr(actor, "is_async", False) and not self._runs_async():
+            # not declared, so its messages are dead-lettered as an unknown actor's: never acked unrun
+            log.warning("async actor %r not declared on a broker without the AsyncIO middleware", actor.actor_name)
+            return
+        self.declare_actor(actor)
+        self._inherited.add(actor.actor_name)
+
+    def _runs_async(self) -> bool:
+        return any(isinstance(m, AsyncIO) for m in self.middleware)
 
     def get_actor(self, actor_name: str) -> Actor:
         try:

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.encoder import get_encoder
 from broker.errors import DecodeError, EncodeError
 
 FORMAT_VERSION = 1
 _REQUIRED = ("message_id", "actor_name", "topic", "args", "kwargs", "enqueued_at")
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def utcnow() -> dt.datetime:
@@ -106,7 +105,7 @@ class Message:
     def encode(self) -> bytes:
         """JSON bytes. Raises :class:`EncodeError` for values JSON cannot carry (sets, NaN, objects)."""
         try:
-            return _encoder.encode(self.asdict()).encode("utf-8")
+            return get_encoder().encode(self.asdict())
         except (TypeError, ValueError) as exc:
             raise EncodeError(f"arguments of {self.actor_name!r} are not JSON-serializable: {exc}") from exc
 
@@ -120,7 +119,7 @@ class Message:
         if data is None:
             raise DecodeError("the record has no value (a tombstone)")
         try:
-            obj = json.loads(bytes(data))
+            obj = get_encoder().decode(bytes(data))
         except (UnicodeDecodeError, ValueError, TypeError) as exc:
             raise DecodeError(f"message is not JSON: {exc}") from exc
         return cls.from_dict(obj)

@@ -147,6 +147,8 @@ class Worker:
         self.broker.emit_before("worker_boot", self)
         self.consumer = self.broker.consume(topics, self.group_id, listener=self)
         self._subscribed = topics
+        if not self.topics:
+            self.consumer.follows_declarations = True  # type: ignore[attr-defined]  # the stub's join looks
         for i in range(self.worker_threads):
             thread = threading.Thread(target=self._work_loop, name=f"worker-{i}", daemon=True)
             thread.start()
@@ -650,7 +652,8 @@ class Worker:
         result = exception = None
         try:
             broker.emit_before("process_message", proxy)
-        except SkipMessage:
+        except SkipMessage as skip:
+            proxy.exception = skip
             return self._skipped(work)
         try:
             result = actor.fn(*message.args, **message.kwargs)
@@ -673,6 +676,8 @@ class Worker:
         if exception is None:
             if proxy.dependency_failures:
                 log.info("the dependency is back", extra={"message_id": message.message_id})
+            if result is not None:
+                self._warn_discarded(actor, proxy)
             self._hook("before", "ack", proxy)
             self._hook("after", "ack", proxy)  # committable now; the commit itself is batched
             return None
@@ -698,6 +703,27 @@ class Worker:
         self._hook("after", "nack", proxy)
         return None
 
+    def _warn_discarded(self, actor: Any, proxy: MessageProxy) -> None:
+        """An actor returned a value nobody will read (as Dramatiq warns)."""
+        if proxy.options.get("pipe_target") is not None:
+            return
+        from broker.results.middleware import Results
+
+        results = [m for m in self.broker.middleware if isinstance(m, Results)]
+        if not results:
+            log.warning(
+                "Actor '%s' returned a value that is not None, and you haven't added the Results middleware to "
+                "the broker, so the value has been discarded. Consider adding the Results middleware to your "
+                "broker or piping the result into another actor.",
+                actor.actor_name,
+            )
+        elif not actor.options.get("store_results", results[0].store_results):
+            log.warning(
+                "Actor '%s' returned a value that is not None, but you haven't set its `store_results' option "
+                "to `True', so the value has been discarded.",
+                actor.actor_name,
+            )
+
     def _skipped(self, work: _Work) -> None:
         """A middleware raised :class:`SkipMessage` before the actor ran: the message is finished
         without running, or dead-lettered if that middleware failed it (``AgeLimit``)."""
@@ -707,10 +733,12 @@ class Worker:
         self.broker.emit_after("skip_message", proxy)
         if proxy.failed:
             error = proxy.exception or SkipMessage("skipped by a middleware")
+            proxy.exception = None
             self._hook("before", "nack", proxy)
             self._dead_letter(work.record, error, proxy.message, attempts=proxy.attempt, reason=REASON_FAILED)
             self._hook("after", "nack", proxy)
         else:
+            proxy.exception = None
             self._hook("before", "ack", proxy)
             self._hook("after", "ack", proxy)
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, Broker, dead_letter_headers
 from broker.consumer import RebalanceListener, Record, TopicPartition
 from broker.delays import DEFAULT_DELAY_PREFIX, HEADER_TOPIC
-from broker.errors import QueueJoinTimeout
+from broker.errors import QueueJoinTimeout, QueueNotFound
 from broker.message import Message
 from broker.middleware import Middleware
 from broker.offsets import Commit
@@ -145,6 +145,8 @@ class StubBroker(Broker):
         passes first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        if topic not in self.topics and topic not in self.get_declared_topics():
+            raise QueueNotFound(f"no actor declares topic {topic!r} and nothing was written to it")
         with self._cond:
             while True:
                 if fail_fast and self._unraised:
@@ -157,6 +159,12 @@ class StubBroker(Broker):
                 self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
 
     def _consumed(self, topic: str) -> bool:
+        members = [m for ms in self._members.values() for m in ms]
+        if (
+            any(m.follows_declarations and topic not in m.topics for m in members)
+            and topic in self.get_declared_topics()
+        ):
+            return False  # a worker following the declared topics has not subscribed to it yet
         groups = [g for g, ms in self._members.items() if any(topic in m.topics for m in ms)]
         parts = self._topic(topic)
         return not self._delayed_for(topic) and all(
@@ -223,6 +231,7 @@ class StubConsumer:
         self.positions: dict[TopicPartition, int] = {}
         self.paused: set[TopicPartition] = set()
         self.waiting = False  # some assigned partitions are still held by their previous owner
+        self.follows_declarations = False  # its worker subscribes to topics declared later
         self.closed = False
 
     def _rebalance_if_needed(self) -> None:

@@ -16,7 +16,7 @@ from broker.middleware.time_limit import TimeLimit
 
 # Order matters: after-hooks run in reverse, so TimeLimit clears its deadline first and Retries
 # decides retry or failure before Callbacks and Pipelines look at the outcome.
-default_middleware = [Logging, AgeLimit, ShutdownNotifications, Callbacks, Pipelines, Retries, TimeLimit]
+default_middleware = [AgeLimit, ShutdownNotifications, Callbacks, Pipelines, Retries, Logging, TimeLimit]
 
 __all__ = [
     "AgeLimit",

@@ -39,4 +39,4 @@ class AgeLimit(Middleware):
         if time.time() * 1000 - message.message_timestamp >= max_age:
             log.warning("message exceeded its age limit", extra={"message_id": message.message_id})
             message.fail()
-            raise SkipMessage("the message is older than its max_age")
+            raise SkipMessage("Message age limit exceeded")

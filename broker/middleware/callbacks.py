@@ -1,8 +1,10 @@
 """Callbacks: ``on_success`` / ``on_failure`` actors (Dramatiq's).
 
 ``on_success`` gets ``(message.asdict(), result)`` once the message succeeded; ``on_failure``
-gets ``(message.asdict(), {"type": ..., "message": ...})`` once it failed for good (retries
-exhausted or ``throws``), not on each retry. Each is an ordinary message, sent at least once."""
+gets ``(message.asdict(), {"type": ..., "message": ...})`` after each failed attempt, as in
+Dramatiq (``options["retries"]`` in the message counts the failures so far: the callback can
+tell the last one). A dependency's failure is not an attempt and calls nothing. Each callback is
+an ordinary message, sent at least once."""
 
 from __future__ import annotations
 
@@ -31,11 +33,13 @@ class Callbacks(Middleware):
             name = message.options.get("on_success") or actor.options.get("on_success")
             if name:
                 broker.get_actor(_name(name)).send(message.asdict(), result)
-        elif message.failed:
+        elif not message.transient:
             name = message.options.get("on_failure") or actor.options.get("on_failure")
             if name:
                 error = {"type": type(exception).__name__, "message": str(exception)}
-                broker.get_actor(_name(name)).send(message.asdict(), error)
+                data = message.asdict()
+                data["options"] = {**data["options"], "retries": message.attempt}
+                broker.get_actor(_name(name)).send(data, error)
 
 
 def _name(target: Any) -> str:

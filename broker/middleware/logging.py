@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from broker.errors import RateLimitExceeded
+from broker.errors import RateLimitExceeded, Retry
 from broker.middleware.middleware import Middleware
 
 if TYPE_CHECKING:
@@ -63,7 +63,10 @@ class Logging(Middleware):
         extra["error"] = type(exception).__name__
         if message is not None and _expected(broker, message, exception):
             # an exception the actor declared in ``throws`` is an outcome, not an error (as in Dramatiq)
-            log.info("message failed with an expected exception (throws); dead-lettered", extra=extra)
+            name = type(exception).__name__
+            log.info("Failed to process message %s with expected exception %s.", message, name, extra=extra)
+        elif isinstance(exception, Retry):  # the actor asked for retries, and they ran out: no error
+            log.warning("Retries exceeded for message %r.", message.message_id if message else None, extra=extra)
         else:
             log.error("message dead-lettered", extra=extra)
 

@@ -6,6 +6,7 @@ later messages with the same key wait, so per-key order holds; other keys keep f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ from broker.middleware.middleware import Middleware
 if TYPE_CHECKING:
     from broker.broker import Broker
     from broker.proxy import MessageProxy
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_MIN_BACKOFF = 2000  # ms: retries wait 2 s, 4 s, 8 s, ...
@@ -73,6 +76,7 @@ class Retries(Middleware):
         options = {**self.defaults, **broker.get_actor(message.actor_name).options, **message.options}
         throws = options["throws"]
         if throws and isinstance(exception, throws):
+            log.info("Aborting message %r.", message.message_id)
             message.fail()
             return
         retries_so_far = message.attempt - 1

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import Interrupt
 from broker.middleware.middleware import Middleware
-from broker.threading import raise_thread_exception
+from broker.threading import current_platform, raise_thread_exception, supported_platforms
 
 if TYPE_CHECKING:
     from broker.broker import Broker
@@ -37,14 +38,20 @@ class ShutdownNotifications(Middleware):
         self._lock = threading.Lock()
 
     def validate_message_option(self, name: str, value: object) -> None:
-        if not isinstance(value, bool):
+        if value is not None and not isinstance(value, bool):
             raise ValueError(f"message option {name!r} must be True or False, not {value!r}")
 
-    def should_notify(self, broker: Broker, message: MessageProxy) -> bool:
+    def should_notify(self, actor: Any, message: MessageProxy) -> bool:
+        """The message's option, else its actor's, else this middleware's default."""
         notify = message.options.get("notify_shutdown")
         if notify is None:
-            notify = broker.get_actor(message.actor_name).options.get("notify_shutdown")
+            notify = actor.options.get("notify_shutdown")
         return bool(self.notify_shutdown if notify is None else notify)
+
+    def after_process_boot(self, broker: Broker) -> None:
+        if current_platform not in supported_platforms:
+            message = f"ShutdownNotifications cannot kill threads on your current platform ({current_platform!r})."
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         with self._lock:
@@ -53,7 +60,7 @@ class ShutdownNotifications(Middleware):
                 raise_thread_exception(ident, Shutdown)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        if self.should_notify(broker, message):
+        if self.should_notify(broker.get_actor(message.actor_name), message):
             with self._lock:
                 self._threads.add(threading.get_ident())
 
