@@ -131,7 +131,7 @@ class Actor(Generic[P, R]):
     def _check_message_options(self, options: dict[str, Any]) -> None:
         broker = self._broker or _global_broker_or_none()
         middleware = broker.middleware if broker is not None else [cls() for cls in default_middleware]
-        owners = {name: m for m in middleware for name in m.message_options}
+        owners = {name: m for m in middleware for name in getattr(m, "message_options", ())}
         options = {name: value for name, value in options.items() if name != "eta"}  # checked by the broker
         unknown = sorted(set(options) - set(owners))
         if unknown:
@@ -140,7 +140,9 @@ class Actor(Generic[P, R]):
                 f"per-message options are {', '.join(sorted(owners))} (the others are set on the actor)"
             )
         for name, value in options.items():
-            owners[name].validate_message_option(name, value)
+            validate = getattr(owners[name], "validate_message_option", None)
+            if validate is not None:
+                validate(name, value)
 
     def send(self, *args: P.args, **kwargs: P.kwargs) -> Message:
         """Enqueue a call and return its message once the broker acknowledged it.

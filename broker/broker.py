@@ -116,7 +116,7 @@ class Broker:
     def actor_options(self) -> frozenset[str]:
         options: set[str] = set()
         for m in self.middleware:
-            options |= m.actor_options
+            options |= getattr(m, "actor_options", frozenset())
         return frozenset(options)
 
     def emit_before(self, hook: str, *args: Any, **kwargs: Any) -> None:

@@ -47,7 +47,7 @@ class Barrier:
         if it did not in time."""
         if not self.backend.decr(self.key, 1, 1, self.ttl):  # the count was 1: this is the last
             self.backend.decr(self.key, 1, 0, self.ttl)
-            self.backend.add(self._released, 1, self.ttl)
+            self.backend.incr(self._released, 1, 1, self.ttl)  # the waiters' polls may have made it 0
             return True
         if not block:
             return False
