@@ -164,7 +164,7 @@ def summarise(junit: Path, package: Path) -> dict:
             failing.append((file, "(not importable) " + _first_line(case)))
             continue
         # dramatiq_tests.middleware.test_retries -> middleware/test_retries.py
-        parts = classname.split(".")[1:]
+        parts = classname.split(".")[1:] or ["(harness)"]
         file = "/".join(parts[:2] if parts[0] == "middleware" else parts[:1]) + ".py"
         outcome = "passed"
         detail = ""
