@@ -70,6 +70,7 @@ class Broker:
         self.actors: dict[str, Actor] = {}
         self._inherited: set[str] = set()  # actors set_broker carried over (see _inherit)
         self.declarations = 0  # counts declarations: a worker following the declared topics watches it
+        self.prioritised = False  # some actor has a priority: workers order their ready records by it
         self.delay_prefix = delay_prefix
         self.middleware: list[Middleware] = []
         self.dead_letter_topic = dead_letter_topic
@@ -167,6 +168,7 @@ class Broker:
         self._inherited.discard(actor.actor_name)
         self.actors[actor.actor_name] = actor
         self.declarations += 1
+        self.prioritised = self.prioritised or bool(getattr(actor, "priority", 0))
         if new_topic:
             self.emit_after("declare_queue", actor.topic)
         self.emit_after("declare_actor", actor)

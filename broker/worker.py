@@ -123,7 +123,7 @@ class Worker:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._partitions: dict[TopicPartition, PartitionState] = {}
-        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._ready = _ReadyQueue()
         self._delayed: list[tuple[float, int, _Work]] = []
         self._sequence = itertools.count()
         self._in_flight = 0
@@ -280,7 +280,7 @@ class Worker:
         finally:
             self._announce("before", "consumer_thread_shutdown")
             for _ in range(self.worker_threads):
-                self._ready.put(_STOP)
+                self._ready.put(_STOP, priority=float("-inf"))  # before any work: none starts now
             with self._changed:
                 self._stopped.set()
                 self._changed.notify_all()  # the retry thread ends too
@@ -353,12 +353,12 @@ class Worker:
                 continue
             key = record.key
             if key is None:
-                self._ready.put(_Work(state, record))
+                self._make_ready(_Work(state, record))
             elif key in state.keys:
                 state.keys[key].append(record)
             else:
                 state.keys[key] = deque()
-                self._ready.put(_Work(state, record))
+                self._make_ready(_Work(state, record))
 
     def _retry_loop(self) -> None:
         """Hand each retry to the worker threads when it is due (a thread of its own).
@@ -377,7 +377,7 @@ class Worker:
         while self._delayed and self._delayed[0][0] <= now:
             _, _, work = heapq.heappop(self._delayed)
             if not work.state.revoked:
-                self._ready.put(work)
+                self._make_ready(work)
 
     def _apply_backpressure(self) -> None:
         assert self.consumer is not None
@@ -451,18 +451,38 @@ class Worker:
 
     def _work(self) -> None:
         while True:
-            work = self._ready.get()
+            while not self._unpaused.wait(0.1) and not self._stop_requested.is_set():
+                pass  # paused: take nothing, so the ready records keep their order for the resume
+            entry = self._ready.take()
+            work = entry[2]
             if work is _STOP:
                 return
-            while not self._unpaused.wait(0.1):  # paused: hold the record, start nothing
-                if self._stop_requested.is_set():
-                    break
+            if not self._unpaused.is_set() and not self._stop_requested.is_set():
+                self._ready.give_back(entry)  # paused while this thread waited: back in its place
+                continue
             batch, alone = self._gather_batch(work)
             if batch:
                 alone = self._process_batch(batch) + alone
             for work in alone:
                 while work is not None:
                     work = self._process(work)
+
+    def _make_ready(self, work: _Work) -> None:
+        """Queue a record for the worker threads: lowest actor ``priority`` first (Dramatiq's order
+        within a worker process), then in arrival order. Only when some actor has a priority is
+        the record decoded here, to learn its actor."""
+        priority = 0
+        if self.broker.prioritised:
+            if work.proxy is None:
+                try:
+                    message = Message.decode(work.record.value)
+                    self.broker.get_actor(message.actor_name)
+                    work.proxy = _proxy(message, work.record)
+                except (DecodeError, ActorNotFound):
+                    pass  # _run dead-letters it
+            if work.proxy is not None:
+                priority = getattr(self.broker.actors.get(work.proxy.actor_name), "priority", 0)
+        self._ready.put(work, priority=priority)
 
     # ------------------------------------------------------------ batches
 
@@ -497,11 +517,11 @@ class Worker:
         batch, alone = [first], []
         while len(batch) < actor.batch_size:
             try:
-                work = self._ready.get_nowait()
+                work = self._ready.take_nowait()[2]
             except queue.Empty:
                 break
             if work is _STOP:
-                self._ready.put(_STOP)  # for this thread's next turn
+                self._ready.put(_STOP, priority=float("-inf"))  # for this thread's next turn
                 break
             if self._batch_actor(work) is actor:
                 batch.append(work)
@@ -557,7 +577,7 @@ class Worker:
                     work.state.finish(work.record.offset)
                     following = self._next_for_key(work.state, work.record.key)
                     if following is not None:
-                        self._ready.put(following)
+                        self._make_ready(following)
             self._changed.notify_all()
         return list(batch) if failure is not None else []
 
@@ -807,6 +827,27 @@ class Worker:
                 log.warning("dead letter not acknowledged; retrying", extra={"error": str(error)})
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)
+
+
+class _ReadyQueue:
+    """The records the worker threads may start: entries ``(priority, arrival, item)``, lowest first."""
+
+    def __init__(self) -> None:
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._arrivals = itertools.count()
+
+    def put(self, item: object, *, priority: float = 0) -> None:
+        self._queue.put((priority, next(self._arrivals), item))
+
+    def take(self) -> tuple[float, int, Any]:
+        return self._queue.get()
+
+    def take_nowait(self) -> tuple[float, int, Any]:
+        return self._queue.get_nowait()
+
+    def give_back(self, entry: tuple[float, int, Any]) -> None:
+        """Return an entry taken, in its place (its arrival number kept)."""
+        self._queue.put(entry)
 
 
 def _refuse_awaitable(result: Any, actor_name: str) -> None:

@@ -522,3 +522,30 @@ def test_a_dramatiq_barrier_releases_every_waiting_party_when_the_last_arrives()
     lonely = Barrier(StubLimits(), "never-full", ttl=30_000)
     lonely.create(parties=2)
     assert lonely.wait(timeout=100) is False
+
+
+def test_lower_priority_actors_run_first_among_a_workers_ready_messages():
+    stub_broker = StubBroker()
+    calls = []
+
+    @actor(broker=stub_broker, topic="prio", priority=10)
+    def later():
+        calls.append("later")
+
+    @actor(broker=stub_broker, topic="prio", priority=0)
+    def sooner():
+        calls.append("sooner")
+
+    worker = run(stub_broker, worker_threads=1)
+    try:
+        worker.pause()
+        for _ in range(5):
+            later.send()
+            sooner.send()
+        wait_for(lambda: worker.status()["buffered"] == 10, message="all fetched, none started")
+        assert calls == []
+        worker.resume()
+        stub_broker.join("prio", timeout=10_000)
+    finally:
+        worker.stop()
+    assert calls == ["sooner"] * 5 + ["later"] * 5
