@@ -14,6 +14,13 @@ class ResultBackend:
     """Outcomes are JSON documents ``{"value": ...}`` or ``{"error": {"type", "message"}}`` under
     the message id. Subclasses implement :meth:`_put` and :meth:`_get`."""
 
+    namespace = "results"
+
+    def build_message_key(self, message: Any) -> str:
+        """The key a message's result is stored under: ``<namespace>:<message_id>``. By the id
+        alone (not Dramatiq's topic and actor too), so that ``get_result`` takes a bare id."""
+        return f"{self.namespace}:{_message_id(message)}"
+
     def store_result(self, message: Any, value: Any, ttl_ms: int) -> None:
         """Store ``value`` for ``message`` (a message, or its id) for ``ttl_ms``."""
         self._put(_message_id(message), json.dumps({"value": value}), ttl_ms)

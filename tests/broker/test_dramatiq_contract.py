@@ -286,3 +286,17 @@ def test_each_pipeline_step_waits_its_own_delay():
     (first, at_a), (second, at_b) = ran
     assert (first, second) == ("a", "b")
     assert at_b - at_a >= 600
+
+
+@pytest.mark.stack
+def test_a_redis_result_backend_keeps_results_under_its_namespace(redis_client, unique):
+    from broker.results.backends import RedisBackend
+
+    backend = RedisBackend(client=redis_client, namespace=f"ns-{unique}")
+    message = _message()
+    backend.store_result(message, {"ok": True}, 60_000)
+    key = backend.build_message_key(message)
+    assert key == f"ns-{unique}:fixed-id" and redis_client.exists(key)
+    assert backend.get_result(message) == {"ok": True}
+    assert RedisBackend(client=redis_client, namespace=f"other-{unique}").build_message_key(message) != key
+    redis_client.delete(key)
