@@ -717,6 +717,11 @@ class Worker:
             proxy.attempt += 1
             proxy.retry_delay_ms = None
             proxy.exception = None
+            # as Dramatiq's retried messages say: retries so far, and when the retry was scheduled
+            # (only the delivery's copy: the record, its dead letter and its id are unchanged)
+            proxy._message = message.copy(
+                options={**message.options, "retries": proxy.attempt - 1, "requeue_timestamp": now_ms()}
+            )
             return delay
         self._hook("before", "nack", proxy)
         self._dead_letter(record, exception, message, attempts=proxy.attempt, reason=REASON_FAILED)
@@ -794,7 +799,7 @@ class Worker:
         the ``retries`` option) so its partition and key move on. False if Kafka did not take it:
         the retry then happens in place, as for an ordered actor."""
         message = proxy.message
-        retry = message.copy(options={**message.options, "retries": proxy.attempt})
+        retry = message.copy(options={**message.options, "retries": proxy.attempt, "requeue_timestamp": now_ms()})
         self._hook("before", "delay_message", proxy)
         try:
             self.broker.enqueue(retry, delay=delay_ms)

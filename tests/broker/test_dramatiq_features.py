@@ -549,3 +549,27 @@ def test_lower_priority_actors_run_first_among_a_workers_ready_messages():
     finally:
         worker.stop()
     assert calls == ["sooner"] * 5 + ["later"] * 5
+
+
+def test_a_retried_delivery_says_how_many_retries_came_before_and_when_it_was_requeued():
+    stub_broker = StubBroker()
+    stub_broker.add_middleware(CurrentMessage())
+    seen = []
+
+    @actor(broker=stub_broker, topic="requeued", max_retries=2, min_backoff=10)
+    def failing():
+        options = CurrentMessage.get_current_message().options
+        seen.append((options.get("retries"), options.get("requeue_timestamp")))
+        raise RuntimeError("again")
+
+    worker = run(stub_broker)
+    try:
+        sent = failing.send()
+        with pytest.raises(RuntimeError):
+            stub_broker.join("requeued", timeout=10_000)
+    finally:
+        worker.stop()
+    assert [retries for retries, _ in seen] == [None, 1, 2]
+    first, second = seen[1][1], seen[2][1]
+    assert sent.message_timestamp <= first < second
+    assert stub_broker.dead_letters[0].record.value == sent.encode()  # the record itself is unchanged
