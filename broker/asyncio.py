@@ -17,6 +17,7 @@ could not run must never be consumed and committed).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import threading
@@ -109,14 +110,20 @@ class EventLoopThread(threading.Thread):
         """Run ``coro`` on the loop; return its result or raise its exception, in this thread.
 
         An :class:`~broker.errors.Interrupt` raised in this thread while it waits cancels the
-        coroutine, waits (up to ``CANCEL_GRACE_S``) for it to unwind, then propagates.
+        coroutine, waits (up to ``CANCEL_GRACE_S``) for it to unwind, then propagates. It may land
+        at any bytecode, even before the coroutine was scheduled: the start and the cancel are
+        both callbacks on the loop, which runs them in order, so the cancel always finds the
+        task started (or the coroutine never started, and closes it).
         Raises ``RuntimeError`` when the loop is not running.
         """
         if not self.loop.is_running():
             if asyncio.iscoroutine(coro):
                 coro.close()  # never started: no "was never awaited" warning
             raise RuntimeError("Event loop is not running")
+        box: list[concurrent.futures.Future] = [concurrent.futures.Future()]  # emptied when done
+        outcome = box[0]
         unwound = threading.Event()
+        tasks: list[asyncio.Task] = []
 
         async def guarded() -> R:
             try:
@@ -124,16 +131,40 @@ class EventLoopThread(threading.Thread):
             finally:
                 unwound.set()
 
-        future = asyncio.run_coroutine_threadsafe(guarded(), self.loop)
+        def settle(task: asyncio.Task) -> None:
+            if not box:
+                return  # the waiter gave up (interrupted): nobody reads the outcome
+            if task.cancelled():
+                box[0].cancel()
+            elif task.exception() is not None:
+                box[0].set_exception(task.exception())
+            else:
+                box[0].set_result(task.result())
+
+        def start() -> None:  # on the loop, in a copy of this thread's context (CurrentMessage)
+            task = self.loop.create_task(guarded())
+            task.add_done_callback(settle)
+            tasks.append(task)
+
+        def cancel() -> None:  # on the loop, after start() if start() was scheduled at all
+            if tasks:
+                tasks[0].cancel()
+            else:
+                if asyncio.iscoroutine(coro):
+                    coro.close()
+                unwound.set()
+
         try:
+            self.loop.call_soon_threadsafe(start)
             # short waits, so that an Interrupt raised in this thread is seen between them
             while not unwound.wait(self.interrupt_check_ival):
                 pass
-            return future.result()
+            return outcome.result()
         except Interrupt:
-            future.cancel()  # cancels the task on the loop (its cleanup runs there)
+            self.loop.call_soon_threadsafe(cancel)
             if not unwound.wait(CANCEL_GRACE_S):
                 self.logger.warning("an interrupted coroutine did not finish unwinding within %.1f s", CANCEL_GRACE_S)
             raise
         finally:
-            del future  # its exception holds this frame: no reference cycle through the traceback
+            box.clear()  # the outcome holds the exception, whose traceback holds this frame:
+            del outcome  # no reference cycle

@@ -16,7 +16,9 @@ from broker.middleware.time_limit import TimeLimit
 
 # Order matters: after-hooks run in reverse, so TimeLimit clears its deadline first and Retries
 # decides retry or failure before Callbacks and Pipelines look at the outcome.
-default_middleware = [AgeLimit, ShutdownNotifications, Callbacks, Pipelines, Retries, Logging, TimeLimit]
+# AsyncIO is in the defaults (Dramatiq's are not): async def actors run under worker.py as they are;
+# a worker's loop thread is shared by every broker of the process, so adding it again is harmless.
+default_middleware = [AgeLimit, AsyncIO, ShutdownNotifications, Callbacks, Pipelines, Retries, Logging, TimeLimit]
 
 __all__ = [
     "AgeLimit",

@@ -13,7 +13,7 @@ import pytest
 from broker import StubBroker, Worker, actor
 from broker.asyncio import EventLoopThread, async_to_sync, get_event_loop_thread, set_event_loop_thread
 from broker.errors import Interrupt, TimeLimitExceeded
-from broker.middleware import AsyncIO
+from broker.middleware import AsyncIO, Retries, TimeLimit
 from tests.helpers import wait_for
 
 
@@ -79,7 +79,7 @@ def test_an_async_actor_over_its_time_limit_is_cancelled_cleaned_up_and_dead_let
 
 
 def test_an_async_actor_is_refused_at_declaration_without_the_asyncio_middleware():
-    broker = StubBroker()
+    broker = StubBroker(middleware=[Retries(), TimeLimit()])  # AsyncIO is in the defaults
     with pytest.raises(ValueError, match="AsyncIO"):
 
         @actor(broker=broker)

@@ -135,7 +135,7 @@ def test_middleware_is_added_before_or_after_another_with_dramatiqs_errors(caplo
     stub_broker.add_middleware(last, after=TimeLimit)
     assert stub_broker.middleware[-1] is last
     with pytest.raises(ValueError, match="not found"):
-        stub_broker.add_middleware(Recorder(), before=AsyncIO)
+        stub_broker.add_middleware(Recorder(), before=CurrentMessage)  # not on this broker
     with pytest.raises(AssertionError):
         stub_broker.add_middleware(Recorder(), before=AgeLimit, after=TimeLimit)
     with caplog.at_level(logging.WARNING):
