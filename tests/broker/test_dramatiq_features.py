@@ -573,3 +573,13 @@ def test_a_retried_delivery_says_how_many_retries_came_before_and_when_it_was_re
     first, second = seen[1][1], seen[2][1]
     assert sent.message_timestamp <= first < second
     assert stub_broker.dead_letters[0].record.value == sent.encode()  # the record itself is unchanged
+
+
+def test_hooks_reach_middleware_however_it_was_added():
+    stub_broker = StubBroker()
+    added, appended = Recorder(), Recorder()
+    stub_broker.add_middleware(added)
+    stub_broker.emit_before("enqueue", None, 5)  # the hooks are known now...
+    stub_broker.middleware.append(appended)  # ...and the list changed behind the broker's back
+    stub_broker.emit_before("enqueue", None, 7)
+    assert added.hooks("before_enqueue") == ["5", "7"] and appended.hooks("before_enqueue") == ["7"]
