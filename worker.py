@@ -13,7 +13,17 @@ import sys
 from broker import Broker, KafkaBroker
 from broker.admin import consumer_lag, oldest_unprocessed_age_s
 from broker.cli import main
-from broker.middleware import Logging, Pipelines, Prometheus, Retries, TimeLimit
+from broker.middleware import (
+    AgeLimit,
+    AsyncIO,
+    Callbacks,
+    Logging,
+    Pipelines,
+    Prometheus,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
 from broker.scheduler import RedisScheduleStore
 from broker.telemetry import Telemetry
 from core import runtime
@@ -24,11 +34,13 @@ from core.wiring import build_clients, make_redis, telemetry_prefix
 
 
 def build_broker(settings: Settings) -> Broker:
-    """The production broker: Kafka with retries, time limits, JSON logs and Prometheus metrics.
+    """The production broker: Kafka with retries, time limits, JSON logs and Prometheus metrics,
+    and Dramatiq's defaults (async actors, max_age, callbacks, shutdown notifications).
 
     Also hands this process's clients to the tasks (``core.runtime``)."""
     configure_logging(settings.log_level)
-    clients = build_clients(settings, middleware=[Logging(), Prometheus(), Pipelines(), Retries(), TimeLimit()])
+    middleware = [AsyncIO(), AgeLimit(), ShutdownNotifications(), Callbacks(), Logging(), Prometheus()]
+    clients = build_clients(settings, middleware=[*middleware, Pipelines(), Retries(), TimeLimit()])
     broker = clients.broker
     # what the /admin console charts: counts, worker states and (one process at a time) the lag
     lag = functools.partial(sample_lag, broker, settings)

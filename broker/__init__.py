@@ -16,6 +16,7 @@ from broker.broker import Broker, SendFuture, get_broker, set_broker
 from broker.brokers.kafka import KafkaBroker
 from broker.brokers.stub import StubBroker
 from broker.composition import group, pipeline
+from broker.encoder import Encoder, JSONEncoder, get_encoder, set_encoder
 from broker.errors import (
     ActorNotFound,
     BrokerError,
@@ -26,9 +27,13 @@ from broker.errors import (
     Interrupt,
     MessageTooLarge,
     NoBrokerConfigured,
+    QueueJoinTimeout,
+    QueueNotFound,
     RateLimitExceeded,
+    Retry,
     TimeLimitExceeded,
 )
+from broker.generic import GenericActor
 from broker.message import Message
 from broker.middleware import Middleware
 from broker.proxy import MessageProxy
@@ -44,21 +49,29 @@ __all__ = [
     "DecodeError",
     "DuplicateActor",
     "EncodeError",
+    "Encoder",
+    "GenericActor",
     "Interrupt",
+    "JSONEncoder",
     "KafkaBroker",
     "Message",
     "MessageProxy",
     "MessageTooLarge",
     "Middleware",
     "NoBrokerConfigured",
+    "QueueJoinTimeout",
+    "QueueNotFound",
     "RateLimitExceeded",
+    "Retry",
     "SendFuture",
     "StubBroker",
     "TimeLimitExceeded",
     "Worker",
     "actor",
     "get_broker",
+    "get_encoder",
     "group",
     "pipeline",
     "set_broker",
+    "set_encoder",
 ]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import inspect
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar, overload
 
+from broker import delays
+from broker.asyncio import async_to_sync
 from broker.broker import Broker, SendFuture, _global_broker_or_none, _register_global_actor, get_broker
 from broker.cron import Cron
 from broker.message import Message
@@ -33,12 +38,25 @@ class Actor(Generic[P, R]):
     """A registered task function. Build with :func:`actor`, not directly.
 
     ``actor(*args)`` runs the function here and now; ``actor.send(*args)`` enqueues it.
+    An ``async def`` function is run on the process's event loop thread (:mod:`broker.asyncio`):
+    ``fn`` is then the synchronous wrapper, ``is_async`` is True and ``__wrapped__`` the coroutine
+    function.
     """
 
     def __init__(
-        self, fn: Callable[P, R], *, actor_name: str, topic: str, options: dict[str, Any], broker: Broker | None
+        self,
+        fn: Callable[P, R],
+        *,
+        actor_name: str,
+        topic: str,
+        options: dict[str, Any],
+        broker: Broker | None,
+        priority: int = 0,
     ) -> None:
-        self.fn = fn
+        self.logger = logging.getLogger(f"{getattr(fn, '__module__', None) or '_'}.{actor_name}")
+        self.priority = priority  # lower runs first among a worker process's ready messages
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.fn: Callable[P, R] = async_to_sync(fn) if self.is_async else fn  # type: ignore[arg-type]
         self.actor_name = actor_name
         self.topic = topic
         self.options = options
@@ -63,6 +81,8 @@ class Actor(Generic[P, R]):
             raise ValueError(f"actor {self.actor_name!r}: a batch holds at least 2 messages")
 
         def register(fn: BatchFn) -> BatchFn:
+            if inspect.iscoroutinefunction(fn):
+                raise ValueError(f"actor {self.actor_name!r}: a batch form must be a plain function, not async def")
             self.batch_fn, self.batch_size = fn, max_size
             return fn
 
@@ -93,6 +113,7 @@ class Actor(Generic[P, R]):
         Raises ``ValueError`` for an option that cannot be set per message, or a bad value.
         """
         if options:
+            options = _callback_names(_normalise_times(options))
             self._check_message_options(options)
         kwargs = kwargs or {}
         if key is None and self.options.get("key") is not None:
@@ -110,7 +131,8 @@ class Actor(Generic[P, R]):
     def _check_message_options(self, options: dict[str, Any]) -> None:
         broker = self._broker or _global_broker_or_none()
         middleware = broker.middleware if broker is not None else [cls() for cls in default_middleware]
-        owners = {name: m for m in middleware for name in m.message_options}
+        owners = {name: m for m in middleware for name in getattr(m, "message_options", ())}
+        options = {name: value for name, value in options.items() if name != "eta"}  # checked by the broker
         unknown = sorted(set(options) - set(owners))
         if unknown:
             raise ValueError(
@@ -118,7 +140,9 @@ class Actor(Generic[P, R]):
                 f"per-message options are {', '.join(sorted(owners))} (the others are set on the actor)"
             )
         for name, value in options.items():
-            owners[name].validate_message_option(name, value)
+            validate = getattr(owners[name], "validate_message_option", None)
+            if validate is not None:
+                validate(name, value)
 
     def send(self, *args: P.args, **kwargs: P.kwargs) -> Message:
         """Enqueue a call and return its message once the broker acknowledged it.
@@ -137,7 +161,7 @@ class Actor(Generic[P, R]):
         headers: dict[str, str] | None = None,
         wait: bool = True,
         timeout_ms: int | None = None,
-        delay: int | None = None,
+        delay: int | dt.timedelta | None = None,
         **options: Any,
     ) -> Message | SendFuture:
         """Like :meth:`send`, with a Kafka ``key`` (ordering), message ``headers`` and options.
@@ -149,8 +173,8 @@ class Actor(Generic[P, R]):
         With ``wait=False`` it returns a :class:`SendFuture` at once; call ``broker.flush()`` and
         then ``future.result()`` to learn the outcome (see also :meth:`send_many`).
 
-        With ``delay`` (ms, up to 7 days) the message runs no earlier than that: it waits in the
-        delay topics, holding no partition or key meanwhile (:mod:`broker.delays`).
+        With ``delay`` (ms or a ``timedelta``, up to 7 days) the message runs no earlier than that:
+        it waits in the delay topics, holding no partition or key meanwhile (:mod:`broker.delays`).
         """
         message = self.message_with_options(args=args, kwargs=kwargs, key=key, headers=headers, **options)
         return self.broker.enqueue(message, wait=wait, timeout_ms=timeout_ms, delay=delay)
@@ -162,7 +186,36 @@ class Actor(Generic[P, R]):
         return self.broker.enqueue_many(messages, timeout_ms=timeout_ms)
 
     def __repr__(self) -> str:
-        return f"Actor({self.actor_name!r}, topic={self.topic!r})"
+        return f"Actor({self.fn!r}, topic={self.topic!r}, actor_name={self.actor_name!r})"
+
+    def __str__(self) -> str:
+        return f"Actor({self.actor_name})"
+
+
+def _callback_names(options: dict[str, Any]) -> dict[str, Any]:
+    """``on_success`` / ``on_failure`` given as actors travel as their names (Dramatiq's rule)."""
+    for name in ("on_success", "on_failure", "on_retry_exhausted"):
+        target = options.get(name)
+        if isinstance(target, Actor):
+            options = {**options, name: target.actor_name}
+        elif target is not None and not isinstance(target, str):
+            raise TypeError(f"{name} value must be an Actor")
+    return options
+
+
+def _normalise_times(options: dict[str, Any]) -> dict[str, Any]:
+    """Per-message times as the wire carries them: ``eta`` in epoch ms (from an aware ``datetime``,
+    or a ``timedelta`` from now) and a pipeline step's ``delay`` in ms (from a ``timedelta``)."""
+    eta, delay = options.get("eta"), options.get("delay")
+    if isinstance(eta, dt.datetime):
+        if eta.tzinfo is None:
+            raise ValueError("message option 'eta' must be an aware datetime (a naive one has no instant)")
+        options = {**options, "eta": int(eta.timestamp() * 1000)}
+    elif isinstance(eta, dt.timedelta):
+        options = {**options, "eta": delays.now_ms() + int(eta.total_seconds() * 1000)}
+    if isinstance(delay, dt.timedelta):
+        options = {**options, "delay": int(delay.total_seconds() * 1000)}
+    return options
 
 
 @overload
@@ -178,8 +231,10 @@ def actor(
 def actor(
     fn: Callable[P, R] | None = None,
     *,
+    actor_class: type[Actor] | None = None,
     actor_name: str | None = None,
     topic: str = DEFAULT_TOPIC,
+    priority: int = 0,
     broker: Broker | None = None,
     **options: Any,
 ) -> Any:
@@ -189,6 +244,9 @@ def actor(
       actor_name: defaults to the function's name; unique per broker.
       topic: the Kafka topic its messages go to.
       broker: bind to this broker instead of the global one (handy in tests).
+      actor_class: an :class:`Actor` subclass to build (Dramatiq's).
+      priority: lower runs first among the ready messages of a worker process (Dramatiq's; not
+        across processes: Kafka has no priority queues).
       **options: ``max_retries``, ``min_backoff``, ``max_backoff`` (ms), ``throws``, ``retry_when``,
         ``transient`` (exception types meaning a dependency failed: waited for, never dead-lettered),
         ``time_limit`` (ms), ``key`` (``key(*args, **kwargs) -> str``, the Kafka key for ``send``),
@@ -203,6 +261,10 @@ def actor(
 
     def decorator(fn: Callable[P, R]) -> Actor[P, R]:
         name = actor_name or fn.__name__
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            # calling one only builds a generator: the body would never run, yet the message would
+            # be committed as done
+            raise ValueError(f"actor {name!r}: a generator function cannot be an actor (its body would never run)")
         if not _TOPIC_RE.match(topic):
             raise ValueError(f"actor {name!r}: topic {topic!r} is not a valid Kafka topic name")
         target = broker or _global_broker_or_none()
@@ -227,7 +289,10 @@ def actor(
                 options["periodic"] = Cron.parse(options["periodic"])
             except ValueError as exc:
                 raise ValueError(f"actor {name!r}: option 'periodic': {exc}") from None
-        instance = Actor(fn, actor_name=name, topic=topic, options=options, broker=broker)
+        cls = actor_class or Actor
+        instance = cls(
+            fn, actor_name=name, topic=topic, options=_callback_names(options), broker=broker, priority=priority
+        )
         if broker is not None:
             broker.declare_actor(instance)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 import threading
@@ -13,7 +14,7 @@ from broker import delays
 from broker.consumer import Consumer, RebalanceListener, Record
 from broker.errors import ActorNotFound, BrokerUnavailable, DuplicateActor, NoBrokerConfigured
 from broker.message import Message, format_timestamp, utcnow
-from broker.middleware import Middleware, default_middleware
+from broker.middleware import AsyncIO, Middleware, default_middleware
 
 if TYPE_CHECKING:
     from broker.actor import Actor
@@ -67,8 +68,13 @@ class Broker:
         delay_prefix: str | None = delays.DEFAULT_DELAY_PREFIX,
     ) -> None:
         self.actors: dict[str, Actor] = {}
+        self._inherited: set[str] = set()  # actors set_broker carried over (see _inherit)
+        self.declarations = 0  # counts declarations: a worker following the declared topics watches it
+        self.prioritised = False  # some actor has a priority: workers order their ready records by it
         self.delay_prefix = delay_prefix
         self.middleware: list[Middleware] = []
+        self._hooks: dict[str, list[Middleware]] = {}  # hook name -> the middleware implementing it
+        self._hooks_shape: tuple[int, int] = (0, -1)
         self.dead_letter_topic = dead_letter_topic
         self.send_timeout_ms = send_timeout_ms
         self.hostname = socket.gethostname()
@@ -77,39 +83,127 @@ class Broker:
 
     # ------------------------------------------------------------ middleware
 
-    def add_middleware(self, middleware: Middleware) -> None:
-        self.middleware.append(middleware)
+    def add_middleware(self, middleware: Middleware, *, before: type | None = None, after: type | None = None) -> None:
+        """Add ``middleware`` at the end, or just before (after) the first middleware of the class
+        ``before`` (``after``), as in Dramatiq. Actors and topics already declared are announced to
+        it (``after_declare_actor``, ``after_declare_queue``).
+
+        Raises:
+          ValueError: ``before`` or ``after`` names a class none of the middleware is.
+          AssertionError: both were given (Dramatiq asserts it).
+        """
+        if before is not None and after is not None:
+            raise AssertionError("provide either 'before' or 'after', but not both")  # as Dramatiq's assert
+        if any(isinstance(m, type(middleware)) for m in self.middleware):
+            log.warning(
+                "You're adding a middleware of the same type twice: %r. It may have unexpected results.", middleware
+            )
+        self._hooks.clear()
+        reference = before or after
+        if reference is None:
+            self.middleware.append(middleware)
+        else:
+            index = next((i for i, m in enumerate(self.middleware) if isinstance(m, reference)), None)
+            if index is None:
+                raise ValueError(f"Middleware {reference!r} not found")
+            self.middleware.insert(index if before is not None else index + 1, middleware)
+        for actor in self.actors.values():
+            method = getattr(middleware, "after_declare_actor", None)
+            if method is not None:
+                method(self, actor)
+        for topic in self.get_declared_topics():
+            method = getattr(middleware, "after_declare_queue", None)
+            if method is not None:
+                method(self, topic)
 
     @property
     def actor_options(self) -> frozenset[str]:
         options: set[str] = set()
         for m in self.middleware:
-            options |= m.actor_options
+            options |= getattr(m, "actor_options", frozenset())
         return frozenset(options)
 
     def emit_before(self, hook: str, *args: Any, **kwargs: Any) -> None:
-        for m in self.middleware:
+        """Call ``before_<hook>`` of each middleware that has it, in order. A failure propagates:
+        the worker dead-letters the record (reason ``worker_error``) or waits for a dependency."""
+        for m in self._implementing("before_" + hook):
             getattr(m, "before_" + hook)(self, *args, **kwargs)
 
     def emit_after(self, hook: str, *args: Any, **kwargs: Any) -> None:
-        for m in reversed(self.middleware):
+        """Call ``after_<hook>`` of each middleware that has it, in reverse order."""
+        for m in reversed(self._implementing("after_" + hook)):
             getattr(m, "after_" + hook)(self, *args, **kwargs)
 
     def emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
         """Call an ``on_*`` hook; a failing hook is logged, never allowed to break processing."""
-        for m in self.middleware:
+        for m in self._implementing(hook):
             try:
                 getattr(m, hook)(self, *args, **kwargs)
             except Exception:
                 log.exception("middleware %s.%s failed", type(m).__name__, hook)
 
+    def _implementing(self, name: str) -> list[Middleware]:
+        """The middleware with a hook ``name`` of their own, in order: the base class's no-ops are
+        skipped, so the many hooks cost nothing where nobody listens (a message passes ~10 of
+        them). Known per hook since the last :meth:`add_middleware`; the method itself is looked
+        up at each call, so a hook patched onto an overriding class still takes effect."""
+        shape = (id(self.middleware), len(self.middleware))
+        if shape != self._hooks_shape:  # the list was replaced or changed in place: look again
+            self._hooks.clear()
+            self._hooks_shape = shape
+        found = self._hooks.get(name)
+        if found is None:
+            noop = getattr(Middleware, name, None)
+            found = [
+                m
+                for m in self.middleware
+                if name in getattr(m, "__dict__", {}) or getattr(type(m), name, noop) is not noop
+            ]
+            self._hooks[name] = found
+        return found
+
     # ------------------------------------------------------------ actors
 
     def declare_actor(self, actor: Actor) -> None:
+        """Register ``actor`` by name. Raises :class:`DuplicateActor` for another actor of that name,
+        and ``ValueError`` for an actor this broker could not run (``async def`` without ``AsyncIO``)."""
+        if getattr(actor, "is_async", False) and not self._runs_async():
+            raise ValueError(
+                f"actor {actor.actor_name!r} is async def, and this broker has no AsyncIO middleware to run it: "
+                "broker.add_middleware(AsyncIO()) (from broker.middleware) before declaring it"
+            )
         existing = self.actors.get(actor.actor_name)
-        if existing is not None and existing is not actor:
+        if existing is actor:
+            return
+        if existing is not None and actor.actor_name not in self._inherited:
             raise DuplicateActor(f"an actor named {actor.actor_name!r} is already declared on this broker")
+        self.emit_before("declare_actor", actor)
+        new_topic = actor.topic not in self.get_declared_topics()
+        if new_topic:
+            self.emit_before("declare_queue", actor.topic)
+        self._inherited.discard(actor.actor_name)
         self.actors[actor.actor_name] = actor
+        self.declarations += 1
+        self.prioritised = self.prioritised or bool(getattr(actor, "priority", 0))
+        if new_topic:
+            self.emit_after("declare_queue", actor.topic)
+        self.emit_after("declare_actor", actor)
+
+    def _inherit(self, actor: Actor) -> None:
+        """Declare a global actor carried over by :func:`set_broker`, unless one of its name is
+        declared here already. An actor declared on this broker later replaces it by name (as a
+        fresh Dramatiq broker per test allows the same actor to be declared again)."""
+        if actor.actor_name in self.actors:
+            return
+        if getattr(actor, "is_async", False) and not self._runs_async():
+            # not declared, so its messages are dead-lettered as an unknown actor's: never acked unrun
+            log.warning("async actor %r not declared on a broker without the AsyncIO middleware", actor.actor_name)
+            return
+        self.declare_actor(actor)
+        self._inherited.add(actor.actor_name)
+
+    def _runs_async(self) -> bool:
+        return any(isinstance(m, AsyncIO) for m in self.middleware)
 
     def get_actor(self, actor_name: str) -> Actor:
         try:
@@ -128,18 +222,24 @@ class Broker:
         return delays.tier_topics(self.delay_prefix) if self.delay_prefix else []
 
     def enqueue(
-        self, message: Message, *, wait: bool = True, timeout_ms: int | None = None, delay: int | None = None
+        self,
+        message: Message,
+        *,
+        wait: bool = True,
+        timeout_ms: int | None = None,
+        delay: int | dt.timedelta | None = None,
     ) -> Any:
         """Send ``message``. With ``wait`` (the default) return it once the broker acked it, or raise
         :class:`BrokerUnavailable` within ``timeout_ms``; without, return a :class:`SendFuture`.
 
-        With ``delay`` (ms, at most 7 days) the message gets an ``eta`` option and runs no earlier;
+        With ``delay`` (ms or a ``timedelta``, at most 7 days) the message gets an ``eta`` option and runs no earlier;
         a message whose ``eta`` is in the future goes to the delay topics (:mod:`broker.delays`).
         """
         if delay is not None:
-            eta = delays.now_ms() + delays.check_delay(delay)
+            delay = delays.check_delay(delay)
+            eta = delays.now_ms() + delay
             message = message.copy(options={**message.options, "eta": eta})
-        self.emit_before("enqueue", message)
+        self.emit_before("enqueue", message, delay)
         value = message.encode()  # EncodeError here, in the sender, not later in a worker
         key = message.key.encode("utf-8") if message.key is not None else None
         topic, headers = self._destination(message)
@@ -148,7 +248,7 @@ class Broker:
         if not wait:
             return future
         future.result()
-        self.emit_after("enqueue", message)
+        self.emit_after("enqueue", message, delay)
         return message
 
     def _destination(self, message: Message) -> tuple[str, list[tuple[str, bytes]]]:
@@ -172,7 +272,7 @@ class Broker:
         Raises :class:`BrokerUnavailable` naming how many failed; ``exc.failed`` lists them.
         """
         futures = [self.enqueue(m, wait=False) for m in messages]
-        self.flush(timeout_ms)
+        self.flush(timeout_ms=timeout_ms)
         failed: list[tuple[Message, Exception]] = []
         for future in futures:
             try:
@@ -180,7 +280,7 @@ class Broker:
             except BrokerUnavailable as exc:
                 failed.append((future.message, exc))
             else:
-                self.emit_after("enqueue", future.message)
+                self.emit_after("enqueue", future.message, None)
         if failed:
             error = BrokerUnavailable(f"{len(failed)} of {len(futures)} messages were not acknowledged: {failed[0][1]}")
             error.failed = failed  # type: ignore[attr-defined]
@@ -276,16 +376,19 @@ def set_broker(broker: Broker) -> None:
     with _lock:
         _broker = broker
         for actor in _global_actors.values():
-            broker.declare_actor(actor)
+            broker._inherit(actor)
 
 
 def _register_global_actor(actor: Actor) -> None:
+    """An actor decorated without ``broker=``: declared on the global broker if one is set (which
+    raises :class:`DuplicateActor` if that broker has an actor of the name declared on it), and
+    on every broker set later. With no broker set yet, a second actor of one name is an error."""
     with _lock:
-        if actor.actor_name in _global_actors:
+        if _broker is None and actor.actor_name in _global_actors:
             raise DuplicateActor(f"an actor named {actor.actor_name!r} is already declared")
-        _global_actors[actor.actor_name] = actor
         if _broker is not None:
-            _broker.declare_actor(actor)
+            _broker.declare_actor(actor)  # first: an actor the broker refuses is not registered either
+        _global_actors[actor.actor_name] = actor
 
 
 def _global_broker_or_none() -> Broker | None:

@@ -169,6 +169,7 @@ def main(
 def run_worker(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
     """One worker process: consume until SIGTERM/SIGINT, then drain. Exit 1 if the consumer failed."""
     broker = commands.import_actors(broker_factory, args.modules)
+    broker.emit_after("process_boot")  # Dramatiq's hook: this process has its broker and actors
     if args.metrics_port:
         _serve_metrics(args.metrics_port)
     worker = Worker(

@@ -24,6 +24,7 @@ redelivered step sends its next step again with the same message id.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from broker.broker import Broker, get_broker
 from broker.message import Message
 from broker.middleware.composition import GROUP_INFO, PIPE_TARGET, GroupCallbacks
+from broker.results.errors import ResultMissing
 
 if TYPE_CHECKING:
     from broker.results.backend import ResultBackend
@@ -87,15 +89,33 @@ class pipeline:
         last = self.steps[-1]
         return pipeline([*self.steps[:-1], last.copy(options={**last.options, name: value})], broker=self.broker)
 
-    def run(self, *, delay: int | None = None) -> pipeline:
-        """Send the first step (after ``delay`` ms); returns once Kafka acknowledged it."""
-        self.broker.enqueue(self.messages[0], delay=delay)
+    def run(self, *, delay: int | dt.timedelta | None = None) -> pipeline:
+        """Send the first step (after ``delay`` ms, else after its own ``delay`` option); returns
+        once Kafka acknowledged it. Each later step waits its own ``delay`` option."""
+        first = self.messages[0]
+        self.broker.enqueue(first, delay=delay if delay is not None else first.options.get("delay"))
         return self
 
     def get_result(self, *, block: bool = False, timeout: int | None = None, backend: Any = None) -> Any:
         """The last step's result (see :meth:`Message.get_result`)."""
         backend = _results_backend(self.broker, backend)
         return self.messages[-1].get_result(backend=backend, block=block, timeout=timeout)
+
+    @property
+    def completed_count(self) -> int:
+        """How many steps have finished, from the first (their results are stored)."""
+        backend = _results_backend(self.broker, None)
+        for count, message in enumerate(self.messages):
+            try:
+                message.get_result(backend=backend)
+            except ResultMissing:
+                return count
+        return len(self.messages)
+
+    @property
+    def completed(self) -> bool:
+        """Whether the last step has finished."""
+        return self.completed_count == len(self.messages)
 
     def get_results(self, *, block: bool = False, timeout: int | None = None, backend: Any = None) -> Iterator[Any]:
         """Every step's result, in order, within one overall ``timeout`` (ms)."""
@@ -111,11 +131,9 @@ class group:
     Parameters: ``broker`` (default: the global one).
     """
 
-    def __init__(self, children: Iterable[Message | pipeline], *, broker: Broker | None = None) -> None:
+    def __init__(self, children: Iterable[Message | pipeline | group], *, broker: Broker | None = None) -> None:
         self.broker = broker or get_broker()
-        self.children: list[Message | pipeline] = list(children)
-        if any(isinstance(child, group) for child in self.children):
-            raise ValueError("a group cannot hold a group: flatten it, or use a completion callback")
+        self.children: list[Message | pipeline | group] = list(children)
         self.group_id = uuid.uuid4().hex
         self.callbacks: list[Message] = []
 
@@ -127,9 +145,11 @@ class group:
         middleware on the broker)."""
         self.callbacks.append(message)
 
-    def run(self, *, delay: int | None = None) -> group:
+    def run(self, *, delay: int | dt.timedelta | None = None) -> group:
         """Send every member (after ``delay`` ms); returns once Kafka acknowledged them all."""
         if self.callbacks:
+            if any(isinstance(child, group) for child in self.children):
+                raise ValueError("a group with completion callbacks cannot hold a group: flatten it")
             if not any(isinstance(m, GroupCallbacks) for m in self.broker.middleware):
                 raise RuntimeError("completion callbacks need the GroupCallbacks middleware on the broker")
             info = {"group_id": self.group_id, "parties": len(self.children)}
@@ -141,7 +161,7 @@ class group:
                 for child in self.children
             ]
         for child in self.children:
-            if isinstance(child, pipeline):
+            if isinstance(child, pipeline | group):
                 child.run(delay=delay)
             else:
                 self.broker.enqueue(child, delay=delay)
@@ -154,7 +174,31 @@ class group:
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
         for child in self.children:
             remaining = _remaining_ms(deadline)
-            yield child.get_result(backend=backend, block=block, timeout=remaining)
+            if isinstance(child, group):  # an inner group's results, as a list (Dramatiq's)
+                yield list(child.get_results(backend=backend, block=block, timeout=remaining))
+            else:
+                yield child.get_result(backend=backend, block=block, timeout=remaining)
+
+    @property
+    def completed_count(self) -> int:
+        """How many members have finished (a pipeline once its last step has)."""
+        backend = _results_backend(self.broker, None)
+        count = 0
+        for child in self.children:
+            if isinstance(child, pipeline | group):
+                count += child.completed
+                continue
+            try:
+                child.get_result(backend=backend)
+                count += 1
+            except ResultMissing:
+                pass
+        return count
+
+    @property
+    def completed(self) -> bool:
+        """Whether every member has finished."""
+        return self.completed_count == len(self.children)
 
     def wait(self, *, timeout: int | None = None, backend: Any = None) -> None:
         """Block until every member has a result; ``ResultTimeout`` after ``timeout`` ms."""

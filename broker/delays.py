@@ -32,6 +32,7 @@ any number of worker groups share the delay topics and each record is forwarded 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -78,7 +79,10 @@ def tier_topics(prefix: str) -> list[str]:
 
 
 def check_delay(delay: object) -> int:
-    """``delay`` as ms, or ``ValueError``: a non-negative integer of at most 7 days."""
+    """``delay`` as ms, or ``ValueError``: a non-negative integer of ms (or a ``timedelta``, as
+    Dramatiq accepts) of at most 7 days."""
+    if isinstance(delay, dt.timedelta):
+        delay = int(delay.total_seconds() * 1000)
     if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
         raise ValueError(f"delay must be a non-negative integer of milliseconds, not {delay!r}")
     if delay > MAX_DELAY_MS:

@@ -30,8 +30,13 @@ class EncodeError(BrokerError):
     """A message's arguments or headers cannot be encoded as JSON."""
 
 
-class DuplicateActor(BrokerError):
-    """Two actors were declared with the same name on one broker."""
+class DuplicateActor(BrokerError, ValueError):
+    """Two actors were declared with the same name on one broker (a ``ValueError``, as in Dramatiq)."""
+
+
+class QueueJoinTimeout(BrokerError, TimeoutError):
+    """``StubBroker.join`` gave up before the topic was processed (Dramatiq's name; also a
+    ``TimeoutError``)."""
 
 
 class NoBrokerConfigured(BrokerError):
@@ -53,3 +58,16 @@ class Interrupt(BaseException):
 
 class TimeLimitExceeded(Interrupt):
     """Raised inside an actor that ran longer than its ``time_limit``."""
+
+
+class QueueNotFound(BrokerError):
+    """A topic no actor declares and no message was ever written to (Dramatiq's name)."""
+
+
+class Retry(BrokerError):
+    """Raised by an actor to be retried (counted as an attempt) without an error being logged;
+    ``delay`` (ms) replaces the backoff for this retry (Dramatiq's)."""
+
+    def __init__(self, message: str = "", delay: int | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.encoder import get_encoder
 from broker.errors import DecodeError, EncodeError
 
 FORMAT_VERSION = 1
 _REQUIRED = ("message_id", "actor_name", "topic", "args", "kwargs", "enqueued_at")
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def utcnow() -> dt.datetime:
@@ -50,6 +49,28 @@ class Message:
 
     def copy(self, **changes: Any) -> Message:
         return dataclasses.replace(self, **changes)
+
+    _replace = copy  # Dramatiq's messages are named tuples
+
+    @property
+    def message_timestamp(self) -> int:
+        """When the message was first enqueued, in epoch ms (Dramatiq's name)."""
+        return int(self.enqueued_at.timestamp() * 1000)
+
+    @property
+    def message_datetime(self) -> dt.datetime:
+        """:attr:`message_timestamp` as an aware UTC datetime."""
+        return dt.datetime.fromtimestamp(self.message_timestamp / 1000, tz=dt.UTC)
+
+    def __or__(self, other: Any) -> Any:
+        """``a.message() | b.message()`` is a pipeline of the two (Dramatiq's)."""
+        from broker.composition import pipeline
+
+        return pipeline([self, other])  # the global broker, as in Dramatiq
+
+    def __lt__(self, other: Message) -> bool:
+        # an order so that lists of messages compare sorted, as Dramatiq's tuples do
+        return (self.message_timestamp, self.message_id) < (other.message_timestamp, other.message_id)
 
     def get_result(self, *, backend: Any = None, block: bool = False, timeout: int | None = None) -> Any:
         """This message's result (``@actor(store_results=True)`` and the ``Results`` middleware).
@@ -79,10 +100,12 @@ class Message:
             "enqueued_at": format_timestamp(self.enqueued_at),
         }
 
+    _asdict = asdict
+
     def encode(self) -> bytes:
         """JSON bytes. Raises :class:`EncodeError` for values JSON cannot carry (sets, NaN, objects)."""
         try:
-            return _encoder.encode(self.asdict()).encode("utf-8")
+            return get_encoder().encode(self.asdict())
         except (TypeError, ValueError) as exc:
             raise EncodeError(f"arguments of {self.actor_name!r} are not JSON-serializable: {exc}") from exc
 
@@ -96,7 +119,7 @@ class Message:
         if data is None:
             raise DecodeError("the record has no value (a tombstone)")
         try:
-            obj = json.loads(bytes(data))
+            obj = get_encoder().decode(bytes(data))
         except (UnicodeDecodeError, ValueError, TypeError) as exc:
             raise DecodeError(f"message is not JSON: {exc}") from exc
         return cls.from_dict(obj)

@@ -56,3 +56,6 @@ class MessageProxy:
 
     def __str__(self) -> str:
         return str(self._message)
+
+    def __repr__(self) -> str:
+        return f"MessageProxy({self._message!r}, attempt={self.attempt})"

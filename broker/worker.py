@@ -29,6 +29,7 @@ Guarantees:
 from __future__ import annotations
 
 import heapq
+import inspect
 import itertools
 import logging
 import queue
@@ -46,6 +47,7 @@ from broker.consumer import Consumer, Record, TopicPartition
 from broker.delays import DelayForwarder, now_ms
 from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, Interrupt
 from broker.message import Message
+from broker.middleware.middleware import SkipMessage
 from broker.offsets import PartitionState, Revocation, committable, decode_done
 from broker.proxy import MessageProxy
 
@@ -80,6 +82,10 @@ class Worker:
         messages to their topics when due (when the broker has delay topics).
       instance_id: a stable identity for this member (Kafka static membership): restarted with the
         same id within the session timeout, it gets its partitions back without a rebalance.
+      worker_timeout: Dramatiq's name for ``poll_timeout_ms``.
+
+    Without ``topics`` the worker follows the broker's declared topics: an actor declared on a
+    new topic after the worker started is consumed too (the group's subscription is changed).
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class Worker:
         dependency_max_backoff_ms: int = transient.DEFAULT_MAX_BACKOFF_MS,
         forward_delays: bool = True,
         instance_id: str | None = None,
+        worker_timeout: int | None = None,
     ) -> None:
         self.broker = broker
         self.instance_id = instance_id
@@ -109,7 +116,8 @@ class Worker:
         self.max_buffered = max_buffered_per_partition
         self.shutdown_timeout = shutdown_timeout_ms / 1000
         self.revoke_timeout_s = self.shutdown_timeout
-        self.poll_timeout_ms = poll_timeout_ms
+        # Dramatiq's worker_timeout (ms): how long an idle wait lasts before looking again
+        self.poll_timeout_ms = worker_timeout if worker_timeout is not None else poll_timeout_ms
         self.dependency_min_backoff_ms = dependency_min_backoff_ms
         self.dependency_max_backoff_ms = dependency_max_backoff_ms
 
@@ -119,7 +127,7 @@ class Worker:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._partitions: dict[TopicPartition, PartitionState] = {}
-        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._ready = _ReadyQueue()
         self._delayed: list[tuple[float, int, _Work]] = []
         self._sequence = itertools.count()
         self._in_flight = 0
@@ -127,16 +135,24 @@ class Worker:
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._unpaused = threading.Event()
+        self._unpaused.set()
+        self._subscribed: list[str] = []
+        self._declarations = -1  # the broker's declaration count the subscription was made at
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Join the group and start processing in background threads."""
+        self._declarations = self.broker.declarations
         topics = self.topics or sorted(self.broker.get_declared_topics())
-        if not topics:
+        if not topics and not getattr(self.broker, "consumes_later_topics", False):
             raise ValueError("no topics to consume: declare actors (import your tasks) or pass topics=")
         self.broker.emit_before("worker_boot", self)
         self.consumer = self.broker.consume(topics, self.group_id, listener=self, instance_id=self.instance_id)
+        self._subscribed = topics
+        if not self.topics:
+            self.consumer.follows_declarations = True  # type: ignore[attr-defined]  # the stub's join looks
         for i in range(self.worker_threads):
             thread = threading.Thread(target=self._work_loop, name=f"worker-{i}", daemon=True)
             thread.start()
@@ -144,6 +160,9 @@ class Worker:
         consumer_thread = threading.Thread(target=self._consume_loop, name="consumer", daemon=True)
         consumer_thread.start()
         self._threads.append(consumer_thread)
+        retry_thread = threading.Thread(target=self._retry_loop, name="retries", daemon=True)
+        retry_thread.start()
+        self._threads.append(retry_thread)
         if self.forwarder is not None:
             self.forwarder.start()
         self.broker.emit_after("worker_boot", self)
@@ -160,6 +179,15 @@ class Worker:
         for thread in self._threads:
             thread.join(self.shutdown_timeout + 30)
         self.broker.emit_after("worker_shutdown", self)
+
+    def pause(self) -> None:
+        """Start no new message until :meth:`resume` (running ones finish); the consumer keeps
+        polling, so the member stays in its group, and fetched records wait in memory."""
+        self._unpaused.clear()
+
+    def resume(self) -> None:
+        """Start messages again after :meth:`pause`."""
+        self._unpaused.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker has stopped (by :meth:`stop` or a failure); True if it has."""
@@ -235,14 +263,15 @@ class Worker:
     def _consume_loop(self) -> None:
         assert self.consumer is not None
         last_commit = time.monotonic()
+        self._announce("after", "consumer_thread_boot")
         try:
             while not self._stop_requested.is_set():
+                self._follow_declared_topics()
                 records = self._poll(self._poll_timeout())
                 if records:
                     self._load_skips(records)
                 with self._changed:
                     self._dispatch(records)
-                    self._release_due_retries()
                     self._apply_backpressure()
                 if time.monotonic() - last_commit >= self.commit_interval:
                     self._commit()
@@ -253,9 +282,33 @@ class Worker:
             self.failure = exc
             self._abandon()
         finally:
+            self._announce("before", "consumer_thread_shutdown")
             for _ in range(self.worker_threads):
-                self._ready.put(_STOP)
-            self._stopped.set()
+                self._ready.put(_STOP, priority=float("-inf"))  # before any work: none starts now
+            with self._changed:
+                self._stopped.set()
+                self._changed.notify_all()  # the retry thread ends too
+
+    def _announce(self, when: str, hook: str) -> None:
+        """A thread's boot or shutdown hook (Dramatiq's thread hooks); a failing hook is logged,
+        it must not take the thread down."""
+        emit = self.broker.emit_after if when == "after" else self.broker.emit_before
+        try:
+            emit(hook, threading.current_thread())
+        except Exception:
+            log.exception("middleware hook %s_%s failed", when, hook)
+
+    def _follow_declared_topics(self) -> None:
+        """Without ``topics=``, subscribe to a topic an actor declared after the worker started."""
+        if self.topics or self.broker.declarations == self._declarations:
+            return
+        self._declarations = self.broker.declarations
+        topics = sorted(self.broker.get_declared_topics())
+        subscribe = getattr(self.consumer, "subscribe", None)
+        if topics != self._subscribed and subscribe is not None:
+            subscribe(topics)
+            self._subscribed = topics
+            log.info("subscription changed", extra={"topics": topics})
 
     def _poll(self, timeout_ms: int) -> list[Record]:
         assert self.consumer is not None
@@ -267,11 +320,7 @@ class Worker:
             return []
 
     def _poll_timeout(self) -> int:
-        with self._lock:
-            if self._delayed:
-                until_due = (self._delayed[0][0] - time.monotonic()) * 1000
-                return max(0, min(self.poll_timeout_ms, int(until_due)))
-        return self.poll_timeout_ms
+        return self.poll_timeout_ms  # retries do not wait for a poll: the retry thread releases them
 
     def _load_skips(self, records: list[Record]) -> None:
         """Read, once per assignment, which records of these partitions a previous owner already
@@ -308,19 +357,31 @@ class Worker:
                 continue
             key = record.key
             if key is None:
-                self._ready.put(_Work(state, record))
+                self._make_ready(_Work(state, record))
             elif key in state.keys:
                 state.keys[key].append(record)
             else:
                 state.keys[key] = deque()
-                self._ready.put(_Work(state, record))
+                self._make_ready(_Work(state, record))
+
+    def _retry_loop(self) -> None:
+        """Hand each retry to the worker threads when it is due (a thread of its own).
+
+        Not the consumer thread's job: it spends most of its time inside ``poll``, so a retry due
+        now (a zero or short backoff) would wait for the poll to return, up to
+        ``poll_timeout_ms``. Scheduling a retry notifies the condition this thread sleeps on."""
+        with self._changed:
+            while not self._stopped.is_set():
+                self._release_due_retries()
+                timeout = self._delayed[0][0] - time.monotonic() if self._delayed else None
+                self._changed.wait(timeout)
 
     def _release_due_retries(self) -> None:
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
             _, _, work = heapq.heappop(self._delayed)
             if not work.state.revoked:
-                self._ready.put(work)
+                self._make_ready(work)
 
     def _apply_backpressure(self) -> None:
         assert self.consumer is not None
@@ -386,16 +447,46 @@ class Worker:
     # ------------------------------------------------------------ worker threads
 
     def _work_loop(self) -> None:
+        self._announce("after", "worker_thread_boot")
+        try:
+            self._work()
+        finally:
+            self._announce("before", "worker_thread_shutdown")
+
+    def _work(self) -> None:
         while True:
-            work = self._ready.get()
+            while not self._unpaused.wait(0.1) and not self._stop_requested.is_set():
+                pass  # paused: take nothing, so the ready records keep their order for the resume
+            entry = self._ready.take()
+            work = entry[2]
             if work is _STOP:
                 return
+            if not self._unpaused.is_set() and not self._stop_requested.is_set():
+                self._ready.give_back(entry)  # paused while this thread waited: back in its place
+                continue
             batch, alone = self._gather_batch(work)
             if batch:
                 alone = self._process_batch(batch) + alone
             for work in alone:
                 while work is not None:
                     work = self._process(work)
+
+    def _make_ready(self, work: _Work) -> None:
+        """Queue a record for the worker threads: lowest actor ``priority`` first (Dramatiq's order
+        within a worker process), then in arrival order. Only when some actor has a priority is
+        the record decoded here, to learn its actor."""
+        priority = 0
+        if self.broker.prioritised:
+            if work.proxy is None:
+                try:
+                    message = Message.decode(work.record.value)
+                    self.broker.get_actor(message.actor_name)
+                    work.proxy = _proxy(message, work.record)
+                except (DecodeError, ActorNotFound):
+                    pass  # _run dead-letters it
+            if work.proxy is not None:
+                priority = getattr(self.broker.actors.get(work.proxy.actor_name), "priority", 0)
+        self._ready.put(work, priority=priority)
 
     # ------------------------------------------------------------ batches
 
@@ -430,11 +521,11 @@ class Worker:
         batch, alone = [first], []
         while len(batch) < actor.batch_size:
             try:
-                work = self._ready.get_nowait()
+                work = self._ready.take_nowait()[2]
             except queue.Empty:
                 break
             if work is _STOP:
-                self._ready.put(_STOP)  # for this thread's next turn
+                self._ready.put(_STOP, priority=float("-inf"))  # for this thread's next turn
                 break
             if self._batch_actor(work) is actor:
                 batch.append(work)
@@ -490,7 +581,7 @@ class Worker:
                     work.state.finish(work.record.offset)
                     following = self._next_for_key(work.state, work.record.key)
                     if following is not None:
-                        self._ready.put(following)
+                        self._make_ready(following)
             self._changed.notify_all()
         return list(batch) if failure is not None else []
 
@@ -585,7 +676,13 @@ class Worker:
         result = exception = None
         try:
             broker.emit_before("process_message", proxy)
+        except SkipMessage as skip:
+            proxy.exception = skip
+            return self._skipped(work)
+        try:
             result = actor.fn(*message.args, **message.kwargs)
+            if inspect.isawaitable(result):
+                _refuse_awaitable(result, message.actor_name)
         except (Exception, Interrupt) as exc:  # an Interrupt (time limit) is a failure like any other
             exception = exc
         proxy.exception = exception
@@ -603,6 +700,10 @@ class Worker:
         if exception is None:
             if proxy.dependency_failures:
                 log.info("the dependency is back", extra={"message_id": message.message_id})
+            if result is not None:
+                self._warn_discarded(actor, proxy)
+            self._hook("before", "ack", proxy)
+            self._hook("after", "ack", proxy)  # committable now; the commit itself is batched
             return None
         if proxy.transient:
             proxy.dependency_failures += 1
@@ -620,9 +721,64 @@ class Worker:
             proxy.attempt += 1
             proxy.retry_delay_ms = None
             proxy.exception = None
+            # as Dramatiq's retried messages say: retries so far, and when the retry was scheduled
+            # (only the delivery's copy: the record, its dead letter and its id are unchanged)
+            proxy._message = message.copy(
+                options={**message.options, "retries": proxy.attempt - 1, "requeue_timestamp": now_ms()}
+            )
             return delay
+        self._hook("before", "nack", proxy)
         self._dead_letter(record, exception, message, attempts=proxy.attempt, reason=REASON_FAILED)
+        self._hook("after", "nack", proxy)
         return None
+
+    def _warn_discarded(self, actor: Any, proxy: MessageProxy) -> None:
+        """An actor returned a value nobody will read (as Dramatiq warns)."""
+        if proxy.options.get("pipe_target") is not None:
+            return
+        from broker.results.middleware import Results
+
+        results = [m for m in self.broker.middleware if isinstance(m, Results)]
+        if not results:
+            log.warning(
+                "Actor '%s' returned a value that is not None, and you haven't added the Results middleware to "
+                "the broker, so the value has been discarded. Consider adding the Results middleware to your "
+                "broker or piping the result into another actor.",
+                actor.actor_name,
+            )
+        elif not actor.options.get("store_results", results[0].store_results):
+            log.warning(
+                "Actor '%s' returned a value that is not None, but you haven't set its `store_results' option "
+                "to `True', so the value has been discarded.",
+                actor.actor_name,
+            )
+
+    def _skipped(self, work: _Work) -> None:
+        """A middleware raised :class:`SkipMessage` before the actor ran: the message is finished
+        without running, or dead-lettered if that middleware failed it (``AgeLimit``)."""
+        proxy = work.proxy
+        assert proxy is not None
+        log.warning("message skipped", extra={"message_id": proxy.message_id, "actor": proxy.actor_name})
+        self.broker.emit_after("skip_message", proxy)
+        if proxy.failed:
+            error = proxy.exception or SkipMessage("skipped by a middleware")
+            proxy.exception = None
+            self._hook("before", "nack", proxy)
+            self._dead_letter(work.record, error, proxy.message, attempts=proxy.attempt, reason=REASON_FAILED)
+            self._hook("after", "nack", proxy)
+        else:
+            proxy.exception = None
+            self._hook("before", "ack", proxy)
+            self._hook("after", "ack", proxy)
+
+    def _hook(self, when: str, hook: str, proxy: MessageProxy) -> None:
+        """An outcome hook (ack, nack, delay_message): the outcome is decided, so a failing hook is
+        logged and changes nothing."""
+        emit = self.broker.emit_after if when == "after" else self.broker.emit_before
+        try:
+            emit(hook, proxy)
+        except Exception:
+            log.exception("middleware hook %s_%s failed", when, hook)
 
     def _early(self, message: Message) -> bool:
         """Whether the message arrived before its eta (sent there directly, or forwarded by a
@@ -634,6 +790,7 @@ class Worker:
         """Send an early message back to the delay topics and finish its record; if Kafka does not
         take it, wait here (in order) and try again."""
         assert work.proxy is not None
+        self._hook("before", "delay_message", work.proxy)
         try:
             self.broker.enqueue(work.proxy.message)
         except (BrokerUnavailable, ValueError) as exc:
@@ -646,7 +803,8 @@ class Worker:
         the ``retries`` option) so its partition and key move on. False if Kafka did not take it:
         the retry then happens in place, as for an ordered actor."""
         message = proxy.message
-        retry = message.copy(options={**message.options, "retries": proxy.attempt})
+        retry = message.copy(options={**message.options, "retries": proxy.attempt, "requeue_timestamp": now_ms()})
+        self._hook("before", "delay_message", proxy)
         try:
             self.broker.enqueue(retry, delay=delay_ms)
         except (BrokerUnavailable, ValueError) as exc:
@@ -678,6 +836,38 @@ class Worker:
                 log.warning("dead letter not acknowledged; retrying", extra={"error": str(error)})
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)
+
+
+class _ReadyQueue:
+    """The records the worker threads may start: entries ``(priority, arrival, item)``, lowest first."""
+
+    def __init__(self) -> None:
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._arrivals = itertools.count()
+
+    def put(self, item: object, *, priority: float = 0) -> None:
+        self._queue.put((priority, next(self._arrivals), item))
+
+    def take(self) -> tuple[float, int, Any]:
+        return self._queue.get()
+
+    def take_nowait(self) -> tuple[float, int, Any]:
+        return self._queue.get_nowait()
+
+    def give_back(self, entry: tuple[float, int, Any]) -> None:
+        """Return an entry taken, in its place (its arrival number kept)."""
+        self._queue.put(entry)
+
+
+def _refuse_awaitable(result: Any, actor_name: str) -> None:
+    """An actor returned a coroutine (a plain function wrapping an ``async def``): its body has not
+    run, so the message must fail, not be committed as done."""
+    if inspect.iscoroutine(result):
+        result.close()  # never awaited, on purpose: no warning
+    raise TypeError(
+        f"actor {actor_name!r} returned an awaitable instead of running: declare it with async def "
+        "(and the AsyncIO middleware) so the worker awaits it"
+    )
 
 
 def _proxy(message: Message, record: Record) -> MessageProxy:

@@ -409,7 +409,8 @@ class KafkaGroupConsumer:
         self.kafka = KafkaConsumer(**options)
         try:
             internals.check_consumer(self.kafka)
-            self.kafka.subscribe(topics, listener=_ListenerAdapter(self, listener))
+            self._adapter = _ListenerAdapter(self, listener)
+            self.kafka.subscribe(topics, listener=self._adapter)
             self._await_metadata(topics, timeout_s=options["bootstrap_timeout_ms"] / 1000)
         except BaseException:
             self.kafka.close(autocommit=False)
@@ -470,6 +471,14 @@ class KafkaGroupConsumer:
         except KafkaError:
             return True  # no answer: not known to be missing
         return topic in topics
+
+    def subscribe(self, topics: list[str]) -> None:
+        """Change the subscription (a worker following its broker's declared topics): the next
+        poll rejoins the group with it."""
+        try:
+            self.kafka.subscribe(topics, listener=self._adapter)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"subscribing to {', '.join(topics)} failed: {exc}") from exc
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.kafka.seek(KafkaTopicPartition(*tp), offset)

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, Broker, dead_letter_headers
 from broker.consumer import RebalanceListener, Record, TopicPartition
 from broker.delays import DEFAULT_DELAY_PREFIX, HEADER_TOPIC
+from broker.errors import QueueJoinTimeout, QueueNotFound
 from broker.message import Message
 from broker.middleware import Middleware
 from broker.offsets import Commit
@@ -34,6 +35,8 @@ class DeadLetter(NamedTuple):
 
 class StubBroker(Broker):
     """Parameters: ``partitions`` per topic (topics are created on first use)."""
+
+    consumes_later_topics = True  # a worker may start before any actor is declared (as in Dramatiq)
 
     def __init__(
         self,
@@ -49,6 +52,7 @@ class StubBroker(Broker):
         self.committed: dict[str, dict[TopicPartition, int]] = {}
         self.commit_metadata: dict[str, dict[TopicPartition, str]] = {}  # finished-ahead maps (broker.offsets)
         self.dead_letters: list[DeadLetter] = []
+        self.log_start: dict[TopicPartition, int] = {}  # moved by flush(): the records before it are gone
         self._unraised: list[BaseException] = []
         self._members: dict[str, list[StubConsumer]] = {}
         # who holds each partition: as in Kafka's eager rebalance, a member takes a partition only
@@ -139,9 +143,12 @@ class StubBroker(Broker):
         for it waits in the delay topics (``timeout`` in ms).
 
         With ``fail_fast`` re-raise the exception of a message that was dead-lettered meanwhile.
-        Raises ``TimeoutError`` when the deadline passes first.
+        Raises :class:`~broker.errors.QueueJoinTimeout` (a ``TimeoutError``) when the deadline
+        passes first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        if topic not in self.topics and topic not in self.get_declared_topics():
+            raise QueueNotFound(f"no actor declares topic {topic!r} and nothing was written to it")
         with self._cond:
             while True:
                 if fail_fast and self._unraised:
@@ -150,14 +157,21 @@ class StubBroker(Broker):
                     return
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"topic {topic!r} was not fully processed in time")
+                    raise QueueJoinTimeout(f"topic {topic!r} was not fully processed in time")
                 self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
 
     def _consumed(self, topic: str) -> bool:
+        members = [m for ms in self._members.values() for m in ms]
+        if (
+            any(m.follows_declarations and topic not in m.topics for m in members)
+            and topic in self.get_declared_topics()
+        ):
+            return False  # a worker following the declared topics has not subscribed to it yet
         groups = [g for g, ms in self._members.items() if any(topic in m.topics for m in ms)]
         parts = self._topic(topic)
         return not self._delayed_for(topic) and all(
-            self.committed.get(g, {}).get(TopicPartition(topic, p), 0) >= len(log)
+            max(self.committed.get(g, {}).get(TopicPartition(topic, p), 0), self.first_offset(TopicPartition(topic, p)))
+            >= len(log)
             for g in groups
             for p, log in enumerate(parts)
         )
@@ -170,19 +184,42 @@ class StubBroker(Broker):
         wanted = topic.encode()
         for name in self.delay_topics:
             for p, log in enumerate(self.topics.get(name, [])):
-                for record in log[forwarded.get(TopicPartition(name, p), 0) :]:
+                tp = TopicPartition(name, p)
+                for record in log[max(forwarded.get(tp, 0), self.first_offset(tp)) :]:
                     if (HEADER_TOPIC, wanted) in record.headers:
                         return True
         return False
 
+    def flush(self, topic: str | int | None = None, *, timeout_ms: int | None = None) -> None:
+        """Drop every message of ``topic`` that was not fetched yet (Dramatiq's ``flush(queue)``).
+
+        Offsets go on counting, as after Kafka's delete-records: the partitions' start moves to
+        their end, so a live worker keeps consuming and the next message is delivered. Messages a
+        worker already fetched still run. Without a topic there is nothing to do: the stub
+        buffers no sends (the base broker's ``flush(timeout_ms)``).
+        """
+        if isinstance(topic, str):
+            with self._cond:
+                self._drop(topic)
+                self._cond.notify_all()
+
     def flush_all(self) -> None:
-        """Drop every message, dead letter and committed offset."""
+        """Drop every message not yet fetched (delayed ones and dead letters included) and forget
+        the dead letters; a live worker keeps running (see :meth:`flush`)."""
         with self._cond:
-            self.topics.clear()
-            self.committed.clear()
-            self.commit_metadata.clear()
+            for topic in list(self.topics):
+                self._drop(topic)
             self.dead_letters.clear()
             self._unraised.clear()
+            self._cond.notify_all()
+
+    def _drop(self, topic: str) -> None:
+        for p, log in enumerate(self.topics.get(topic, [])):
+            self.log_start[TopicPartition(topic, p)] = len(log)
+
+    def first_offset(self, tp: TopicPartition) -> int:
+        """The partition's first offset still held (0 until a flush)."""
+        return self.log_start.get(tp, 0)
 
 
 class StubConsumer:
@@ -196,6 +233,7 @@ class StubConsumer:
         self.positions: dict[TopicPartition, int] = {}
         self.paused: set[TopicPartition] = set()
         self.waiting = False  # some assigned partitions are still held by their previous owner
+        self.follows_declarations = False  # its worker subscribes to topics declared later
         self.closed = False
 
     def _rebalance_if_needed(self) -> None:
@@ -248,7 +286,7 @@ class StubConsumer:
                 out: list[Record] = []
                 for tp in sorted(self.assigned - self.paused):
                     log = b.topics[tp.topic][tp.partition]
-                    position = self.positions[tp]
+                    position = max(self.positions[tp], b.first_offset(tp))  # a flush dropped the rest
                     take = log[position : position + max_records - len(out)]
                     out.extend(take)
                     self.positions[tp] = position + len(take)
@@ -277,6 +315,15 @@ class StubConsumer:
 
     def topic_exists(self, topic: str) -> bool:
         return topic in self.broker.topics
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        """Change the subscription (a worker following the declared topics): a rebalance."""
+        with self.broker._cond:
+            self.topics = list(topics)
+            for t in self.topics:
+                self.broker._topic(t)
+            self.broker._generation[self.group_id] += 1
+            self.broker._cond.notify_all()
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         if tp in self.assigned:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from broker.delays import check_delay
 from broker.message import Message
 from broker.middleware.middleware import Middleware
 from broker.rate_limits.backend import RateLimiterBackend
@@ -21,14 +22,17 @@ class Pipelines(Middleware):
     """Sends a pipeline's next step when a step succeeds (in the default middleware).
 
     ``pipe_ignore=True`` (on an actor, or per message) keeps the previous result out of its
-    arguments.
+    arguments; a step's ``delay`` option (ms, or a ``timedelta``) sends it that long after the
+    previous step succeeded (as in Dramatiq).
     """
 
     actor_options = frozenset({"pipe_ignore"})
-    message_options = frozenset({"pipe_ignore"})
+    message_options = frozenset({"pipe_ignore", "delay"})
 
     def validate_message_option(self, name: str, value: object) -> None:
-        if not isinstance(value, bool):
+        if name == "delay":
+            check_delay(value)
+        elif not isinstance(value, bool):
             raise ValueError(f"message option {name!r} must be True or False, not {value!r}")
 
     def after_process_message(
@@ -42,7 +46,8 @@ class Pipelines(Middleware):
         ignore = following.options.get("pipe_ignore", actor.options.get("pipe_ignore", False) if actor else False)
         if not ignore:
             following = following.copy(args=(*following.args, result))
-        broker.enqueue(following)  # a dependency failure here runs this step again (worker)
+        # a dependency failure here runs this step again (worker)
+        broker.enqueue(following, delay=following.options.get("delay"))
 
 
 class GroupCallbacks(Middleware):

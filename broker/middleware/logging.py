@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from broker.errors import RateLimitExceeded
+from broker.errors import RateLimitExceeded, Retry
 from broker.middleware.middleware import Middleware
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ def _context(message: Message | MessageProxy, record: Record | None = None) -> d
 
 
 class Logging(Middleware):
-    """Success at DEBUG (tasks log their own domain line), retries at WARNING, dead letters at ERROR."""
+    """Success at DEBUG (tasks log their own domain line), retries at WARNING, dead letters at ERROR
+    (at INFO when the exception is one the actor ``throws``: an expected outcome)."""
 
     def after_process_message(
         self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
@@ -60,4 +61,18 @@ class Logging(Middleware):
         else:
             extra = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         extra["error"] = type(exception).__name__
-        log.error("message dead-lettered", extra=extra)
+        if message is not None and _expected(broker, message, exception):
+            # an exception the actor declared in ``throws`` is an outcome, not an error (as in Dramatiq)
+            name = type(exception).__name__
+            log.info("Failed to process message %s with expected exception %s.", message, name, extra=extra)
+        elif isinstance(exception, Retry):  # the actor asked for retries, and they ran out: no error
+            log.warning("Retries exceeded for message %r.", message.message_id if message else None, extra=extra)
+        else:
+            log.error("message dead-lettered", extra=extra)
+
+
+def _expected(broker: Broker, message: Message, exception: BaseException) -> bool:
+    """Whether ``exception`` is one the message's actor lists in ``throws``."""
+    actor = broker.actors.get(message.actor_name)
+    throws = actor.options.get("throws") if actor is not None else None
+    return bool(throws) and isinstance(exception, throws)

@@ -6,14 +6,18 @@ later messages with the same key wait, so per-key order holds; other keys keep f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from broker.errors import Retry
 from broker.middleware.middleware import Middleware
 
 if TYPE_CHECKING:
     from broker.broker import Broker
     from broker.proxy import MessageProxy
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_MIN_BACKOFF = 2000  # ms: retries wait 2 s, 4 s, 8 s, ...
@@ -35,8 +39,10 @@ class Retries(Middleware):
     never counted here).
     """
 
-    actor_options = frozenset({"max_retries", "min_backoff", "max_backoff", "retry_when", "throws", "transient"})
-    message_options = frozenset({"max_retries", "min_backoff", "max_backoff"})
+    actor_options = frozenset(
+        {"max_retries", "min_backoff", "max_backoff", "retry_when", "throws", "transient", "on_retry_exhausted"}
+    )
+    message_options = frozenset({"max_retries", "min_backoff", "max_backoff", "on_retry_exhausted"})
 
     def __init__(
         self,
@@ -55,6 +61,10 @@ class Retries(Middleware):
         }
 
     def validate_message_option(self, name: str, value: object) -> None:
+        if name == "on_retry_exhausted":
+            if not isinstance(value, str):
+                raise ValueError(f"message option {name!r} must be an actor's name, not {value!r}")
+            return
         _require_non_negative_int(name, value)
 
     def after_process_message(
@@ -66,6 +76,7 @@ class Retries(Middleware):
         options = {**self.defaults, **broker.get_actor(message.actor_name).options, **message.options}
         throws = options["throws"]
         if throws and isinstance(exception, throws):
+            log.info("Aborting message %r.", message.message_id)
             message.fail()
             return
         retries_so_far = message.attempt - 1
@@ -74,10 +85,16 @@ class Retries(Middleware):
             should_retry = retry_when(retries_so_far, exception)
         else:
             should_retry = retries_so_far < options["max_retries"]
-        if should_retry:
-            message.retry(backoff_ms(retries_so_far + 1, options["min_backoff"], options["max_backoff"]))
-        else:
+        if not should_retry:
             message.fail()
+            target = options.get("on_retry_exhausted")
+            if target:  # Dramatiq's: (the message, how many retries) to the actor named
+                exhausted = {"retries": retries_so_far, "max_retries": options["max_retries"]}
+                broker.get_actor(target).send(message.asdict(), exhausted)
+        elif isinstance(exception, Retry) and exception.delay is not None:
+            message.retry(exception.delay)
+        else:
+            message.retry(backoff_ms(retries_so_far + 1, options["min_backoff"], options["max_backoff"]))
 
 
 def _require_non_negative_int(name: str, value: object) -> None:

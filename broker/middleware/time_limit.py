@@ -7,14 +7,15 @@ when it returns. The exception is then handled like any other failure (retried, 
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import TimeLimitExceeded
 from broker.middleware.middleware import Middleware
+from broker.threading import current_platform, raise_thread_exception, supported_platforms
 
 if TYPE_CHECKING:
     from broker.broker import Broker
@@ -35,6 +36,11 @@ class TimeLimit(Middleware):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def after_process_boot(self, broker: Broker) -> None:
+        if current_platform not in supported_platforms:
+            message = f"TimeLimit cannot kill threads on your current platform ({current_platform!r})."
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._stop.clear()
@@ -74,6 +80,4 @@ class TimeLimit(Middleware):
                 for ident in expired:
                     del self._deadlines[ident]
                     log.warning("time limit exceeded; interrupting thread %s", ident)
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(ident), ctypes.py_object(TimeLimitExceeded)
-                    )
+                    raise_thread_exception(ident, TimeLimitExceeded)

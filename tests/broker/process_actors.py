@@ -6,6 +6,7 @@ can tell what ran, what finished and in which order.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import time
@@ -29,6 +30,14 @@ def record(key: str, seq: int, sleep_ms: int = 0) -> None:
     if sleep_ms:
         time.sleep(sleep_ms / 1000)
     client.rpush(f"{TOPIC}:seen", f"{key}:{seq}")
+
+
+@actor(topic=TOPIC, max_retries=0)
+async def record_async(key: str, seq: int, sleep_ms: int = 0) -> None:
+    """``record`` as a coroutine: it runs on the process's event loop thread."""
+    if sleep_ms:
+        await asyncio.sleep(sleep_ms / 1000)
+    _redis().rpush(f"{TOPIC}:seen", f"{key}:{seq}")
 
 
 @actor(topic=TOPIC, max_retries=0)

@@ -434,3 +434,23 @@ def test_autoscale_adds_processes_for_a_backlog_replaces_a_crashed_one_and_scale
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=60) == 0
     wait_for(lambda: members() == 0, timeout=30, message="the last process left the group")
+
+
+def test_async_actors_run_in_every_worker_process_and_a_kill_9_loses_none(proc_env):
+    """Issue 23: an async def actor under worker.py, as the chaos suite's worker-kill does to any
+    actor: killed mid-work, restarted as two processes, every message ran (none acked unrun)."""
+    messages = [
+        Message(actor_name="record_async", topic=proc_env.topic, args=(f"k{i % 10}", i, 20), key=f"k{i % 10}")
+        for i in range(200)
+    ]
+    proc_env.broker.enqueue_many(messages)
+    expected = {f"k{i % 10}:{i}" for i in range(200)}
+    worker = proc_env.start()
+    wait_for(lambda: len(proc_env.seen()) >= 20, timeout=60, message="some progress")
+    worker.kill()  # SIGKILL: no drain, no commit
+    worker.wait()
+    assert len(set(proc_env.seen())) < len(expected), "the crash should interrupt the work"
+    proc_env.start("--processes", "2")
+    wait_for(lambda: set(proc_env.seen()) >= expected, timeout=90, message="every async message after restart")
+    logs = proc_env.logs()
+    assert "never awaited" not in logs and "dead-lettered" not in logs

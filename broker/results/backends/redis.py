@@ -11,15 +11,26 @@ from broker.results.backend import ResultBackend
 
 class RedisBackend(ResultBackend):
     """``RedisBackend(url=...)``, ``RedisBackend(client=...)`` or ``redis.Redis`` parameters.
-    Keys are ``{prefix}{message_id}`` (prefix ``results:``)."""
+    Keys are ``{namespace}:{message_id}`` (namespace ``results``; ``prefix=`` gives the whole
+    prefix instead, as before namespaces)."""
 
     def __init__(
-        self, *, client: redis.Redis | None = None, url: str | None = None, prefix: str = "results:", **parameters: Any
+        self,
+        *,
+        client: redis.Redis | None = None,
+        url: str | None = None,
+        namespace: str = "results",
+        prefix: str | None = None,
+        **parameters: Any,
     ) -> None:
         if client is None:
             client = redis.Redis.from_url(url, **parameters) if url is not None else redis.Redis(**parameters)
         self.client = client
-        self.prefix = prefix
+        self.namespace = namespace
+        self.prefix = prefix if prefix is not None else f"{namespace}:"
+
+    def build_message_key(self, message: Any) -> str:
+        return self.prefix + (message if isinstance(message, str) else message.message_id)
 
     def _put(self, message_id: str, document: str, ttl_ms: int) -> None:
         key = self.prefix + message_id

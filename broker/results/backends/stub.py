@@ -9,7 +9,10 @@ from broker.results.backend import ResultBackend
 
 
 class StubBackend(ResultBackend):
-    def __init__(self) -> None:
+    """``namespace`` is accepted as Redis's is (each stub is its own store anyway)."""
+
+    def __init__(self, *, namespace: str = "results") -> None:
+        self.namespace = namespace
         self._changed = threading.Condition()
         self._documents: dict[str, tuple[str, float]] = {}  # message id -> (document, expires at)
 
