@@ -1,6 +1,6 @@
 """`make bench`: every figure of the performance issue, measured in one run, side by side with its peer.
 
-    python -m bench.run [--quick] [--only http,tasks,storage,ingest]
+    python -m bench.run [--quick] [--only http,tasks,storage,ingest,peer,mixed]
 
 Prints one table (figure, ours, peer, ratio, goal) and saves everything as JSON under
 bench/results/. Needs the local stack (`make bench` starts it), wrk (Debian), vegeta (built
@@ -642,10 +642,15 @@ def table() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs (for a smoke test, not for figures)")
-    parser.add_argument("--only", default="http,tasks,storage,ingest")
+    parser.add_argument("--only", default="http,tasks,storage,ingest,peer,mixed")
+    parser.add_argument("--rounds", type=int, default=2, help="peer: interleaved rounds of ours and the peer")
+    parser.add_argument("--mixed-seconds", type=int, default=15, help="mixed: seconds per rate")
     args = parser.parse_args()
     sections = set(args.only.split(","))
     seconds = 2 if args.quick else 5
+    sys.modules.setdefault("bench.run", sys.modules[__name__])  # bench.mixed shares ROWS and DETAILS
+    from bench import mixed
+
     if "http" in sections:
         bench_http(seconds)
     if "tasks" in sections:
@@ -654,6 +659,10 @@ def main() -> None:
         bench_storage(500 if args.quick else 2000, 4 if args.quick else 10)
     if "ingest" in sections:
         bench_ingest(10 if args.quick else 60, 1000)
+    if "peer" in sections:
+        mixed.bench_peer(seconds, 1 if args.quick else args.rounds)
+    if "mixed" in sections:
+        mixed.bench_mixed(5 if args.quick else args.mixed_seconds)
     machine = (
         f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
     )
