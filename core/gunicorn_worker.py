@@ -39,6 +39,8 @@ import gevent
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
+from core import gunicorn_response
+
 DEFAULT_HEADER_TIMEOUT = 10.0
 
 
@@ -120,6 +122,7 @@ class HeaderDeadlineGeventWorker(GeventWorker):
     def init_process(self) -> None:
         self._head_timeout = header_timeout()
         util.write_error = write_json_error  # this process is the worker's alone
+        gunicorn_response.install()  # head and body in one send (core/gunicorn_response.py)
         super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
