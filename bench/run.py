@@ -84,8 +84,11 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def gunicorn(app: str, env: dict[str, str], probe: str = "/healthz") -> Iterator[tuple[str, subprocess.Popen]]:
-    """The project's gunicorn settings (gunicorn.conf.py, gevent, 2 workers) serving ``app``."""
+def gunicorn(
+    app: str, env: dict[str, str], probe: str = "/healthz", prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The project's gunicorn settings (gunicorn.conf.py, gevent, 2 workers) serving ``app``;
+    ``prefix`` goes before the command (``nice``)."""
     port = free_port()
     environ = {**os.environ, "APP_ENV": "development", "JWT_SECRET": SECRET, "WEB_CONCURRENCY": "2",
                "BIND": f"127.0.0.1:{port}", "LOG_LEVEL": "WARNING", **env}  # fmt: skip
@@ -94,8 +97,8 @@ def gunicorn(app: str, env: dict[str, str], probe: str = "/healthz") -> Iterator
     if app == "wsgi:app":
         environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
     log = open(Path(tempfile.gettempdir()) / f"bench-gunicorn-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([str(Path(PY).parent / "gunicorn"), "-c", "gunicorn.conf.py", app], cwd=ROOT, env=environ,
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    command = [*prefix, str(Path(PY).parent / "gunicorn"), "-c", "gunicorn.conf.py", app]
+    proc = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(url + probe), timeout=30, message=f"{app} answering")
@@ -645,6 +648,12 @@ def main() -> None:
     parser.add_argument("--only", default="http,tasks,storage,ingest,peer,mixed")
     parser.add_argument("--rounds", type=int, default=2, help="peer: interleaved rounds of ours and the peer")
     parser.add_argument("--mixed-seconds", type=int, default=15, help="mixed: seconds per rate")
+    parser.add_argument("--mixed-rates", default="0,100,250,500,2x", help="mixed: POST/s beside 800 GET/s")
+    parser.add_argument(
+        "--mixed-modes",
+        default="api_alone,whole_system,api_split,whole_system_split",
+        help="mixed: api_alone, whole_system, and each with _split (writes in their own pool)",
+    )
     args = parser.parse_args()
     sections = set(args.only.split(","))
     seconds = 2 if args.quick else 5
@@ -662,7 +671,7 @@ def main() -> None:
     if "peer" in sections:
         mixed.bench_peer(seconds, 1 if args.quick else args.rounds)
     if "mixed" in sections:
-        mixed.bench_mixed(5 if args.quick else args.mixed_seconds)
+        mixed.bench_mixed(5 if args.quick else args.mixed_seconds, args.mixed_rates, args.mixed_modes)
     machine = (
         f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
     )
@@ -671,9 +680,11 @@ def main() -> None:
     path = RESULTS / f"{stamp}.json"
     path.write_text(json.dumps({"date": stamp, "machine": machine, "quick": args.quick,
                                 "rows": [dataclasses.asdict(r) | {"ratio": r.ratio} for r in ROWS],
-                                "details": DETAILS}, indent=2, default=str))  # fmt: skip
+                                "details": DETAILS, "tables": mixed.TABLES}, indent=2, default=str))  # fmt: skip
     print(f"\n{stamp}, {machine}{' (quick)' if args.quick else ''}\n")
     print(table())
+    for extra in mixed.TABLES:
+        print(f"\n{extra}")
     print(f"\nsaved {path.relative_to(ROOT)}")
 
 
