@@ -357,8 +357,9 @@ def bench_peer(seconds: int, rounds: int = 2) -> None:
     run = uuid.uuid4().hex[:8]
     forget: list[str] = []
     out: dict[str, list] = {"ours": [], "fastapi": []}
-    with b.gunicorn("wsgi:app", API_ENV) as (ours_url, _), scratch_topic(f"bench-peer-{run}") as topic, \
-            fastapi_peer(topic) as (peer_url, _):  # fmt: skip
+    with b.gunicorn("wsgi:app", API_ENV) as (ours_url, ours_proc), scratch_topic(f"bench-peer-{run}") as topic, \
+            fastapi_peer(topic) as (peer_url, peer_proc):  # fmt: skip
+        procs = {"ours": ours_proc, "fastapi": peer_proc}
         hit = _cached_resource(ours_url, token)
         forget.append(hit)
         body = {"device_id": f"bench-peer-{run}", "payload": {"status": "online", "temp_c": 37.2}}
@@ -369,16 +370,23 @@ def bench_peer(seconds: int, rounds: int = 2) -> None:
         for round_ in range(rounds):
             for name, url in (("ours", ours_url), ("fastapi", peer_url)) if round_ % 2 == 0 else \
                     (("fastapi", peer_url), ("ours", ours_url)):  # fmt: skip
-                result = {"get": {}, "post": {}}
-                for c in (8, 32, 128):
-                    result["get"][c] = wrk_run(f"{url}/resource/{hit}", c, seconds, auth)
-                    result["post"][c] = wrk_run(f"{url}/events", c, seconds, auth, body)
+                result: dict = {"get": {}, "post": {}, "cpu_ms": {}}
+                for path, target, payload in (("get", f"{url}/resource/{hit}", None), ("post", f"{url}/events", body)):
+                    cpu = b.cpu_seconds_of_children(procs[name].pid)
+                    for c in (8, 32, 128):
+                        result[path][c] = wrk_run(target, c, seconds, auth, payload)
+                    served = sum(r["rate"] for r in result[path].values()) * seconds
+                    result["cpu_ms"][path] = (b.cpu_seconds_of_children(procs[name].pid) - cpu) * 1000 / served
                 prefix = f"bench-peer-{run}-{name}-{round_}"
                 forget.extend(f"{prefix}-{i}" for i in range(1000))
                 result["mixed"] = open_loop(url, auth, hit, 500, max(seconds * 2, 10), prefix)
                 out[name].append(result)
                 get_best = max(r["rate"] for r in result["get"].values())
                 post_best = max(r["rate"] for r in result["post"].values())
+                b.say(
+                    f"peer round {round_} {name}: CPU ms per GET {result['cpu_ms']['get']:.2f}, per POST "
+                    f"{result['cpu_ms']['post']:.2f}"
+                )
                 b.say(f"peer round {round_} {name}: GET best {get_best:.0f}, POST best {post_best:.0f}, GET p99 c128 "
                       f"{result['get'][128]['p99_ms']} ms, mixed GET p99 {result['mixed']['get']['p99_ms']:.1f} ms, "
                       f"POST p99 {result['mixed']['post']['p99_ms']:.1f} ms")  # fmt: skip
@@ -398,6 +406,11 @@ def bench_peer(seconds: int, rounds: int = 2) -> None:
         b.ROWS.append(b.Row(f"{label}, best req/s (wrk c=8/32/128; ours {rng(ours)}, peer {rng(peer)}; "
                             f"ratios {min(ratios):.2f}-{max(ratios):.2f}x)", max(ours), max(peer), "FastAPI stack",
                             "req/s", f">= {goal}x", min(ratios) >= goal))  # fmt: skip
+    for path in ("get", "post"):
+        ours_cpu = [r["cpu_ms"][path] for r in out["ours"]]
+        peer_cpu = [r["cpu_ms"][path] for r in out["fastapi"]]
+        b.ROWS.append(b.Row(f"CPU ms per {path.upper()} (server processes, during wrk; worst round)", max(ours_cpu),
+                            max(peer_cpu), "FastAPI stack", "ms"))  # fmt: skip
     p128 = [r["get"][128]["p99_ms"] for r in out["ours"]], [r["get"][128]["p99_ms"] for r in out["fastapi"]]
     b.ROWS.append(b.Row("GET cache hit, p99 at 128 connections (worst round), ms", max(p128[0]), max(p128[1]),
                         "FastAPI stack", "ms", "no worse", max(p128[0]) <= max(p128[1])))  # fmt: skip
