@@ -41,13 +41,22 @@ def post_event() -> ResponseReturnValue:
     except ValidationError as exc:
         return error_response(422, "validation_error", "the event is invalid", fields=exc.normalized_messages())
     subject = get_jwt_identity()
-    denied = scope_denial(data["device_id"], reading=False) or check_event_rate(data["device_id"], subject)
+    denied = scope_denial(data["device_id"], reading=False)
+    if denied is not None:
+        return denied
+    raw_key = request.headers.get(idempotency.HEADER)
+    prepared = None
+    if raw_key is not None:
+        prepared = idempotency.prepare(raw_key, subject, data, g.request_id, services().clients.settings)
+        if not isinstance(prepared, idempotency.Prepared):
+            return prepared  # a malformed key
+    # the rate limits and the key's claim in one Redis round trip (app/ratelimit.py)
+    denied, found = check_event_rate(data["device_id"], subject, claim=prepared)
     if denied is not None:
         return denied
     held = None
-    raw_key = request.headers.get(idempotency.HEADER)
-    if raw_key is not None:
-        outcome = idempotency.claim(services(), raw_key, subject, data, g.request_id)
+    if prepared is not None:
+        outcome = idempotency.resolve(services(), prepared, found, raw_key, subject, data, g.request_id)
         if not isinstance(outcome, idempotency.Claim):
             return outcome  # the first answer again, or why not
         held = outcome

@@ -11,6 +11,9 @@ only if absent (one Lua script):
 * same key, same body, still pending (a concurrent duplicate): 409, retry shortly;
 * same key, another body: 422.
 
+The claim travels in the rate limits' Lua script (:func:`prepare`, then
+:func:`app.ratelimit.check_event_rate`, then :func:`resolve`): one Redis round trip for both.
+
 Redis can be down: then the API cannot tell, enqueues, and the worker stores the event once all
 the same, because the hashed key travels in the event and ``events.idempotency_key`` is unique.
 
@@ -33,6 +36,7 @@ import redis
 
 from app.errors import error_response
 from app.services import Services
+from core.settings import Settings
 
 HEADER = "Idempotency-Key"
 PENDING_TTL_SECONDS = 60  # a claim whose request died mid-way frees itself
@@ -66,6 +70,54 @@ class Claim:
     redis_key: str | None
 
 
+@dataclass
+class Prepared:
+    """A valid key, hashed, with the pending claim to store and the subject's count to charge it
+    to (``cap`` new keys per ``count_ttl`` seconds): what the rate-limit script claims."""
+
+    hashed: str
+    fingerprint: str
+    redis_key: str
+    pending: str
+    count_key: str
+    cap: int
+    count_ttl: int
+    pending_ttl: int = PENDING_TTL_SECONDS
+
+
+def prepare(raw_key: str, subject: str, body: dict[str, Any], request_id: str, settings: Settings) -> Prepared | Any:
+    """The claim to make for ``raw_key``, or the 400 a malformed key gets."""
+    if not _VALID.fullmatch(raw_key):
+        return error_response(400, "bad_request", f"{HEADER} must be 1-128 letters, digits or ._:-")
+    hashed = event_key(subject, raw_key)
+    fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    pending = json.dumps({"state": "pending", "fingerprint": fingerprint, "request_id": request_id})
+    return Prepared(
+        hashed, fingerprint, KEY_PREFIX + hashed, pending, _count_key(subject),
+        settings.idempotency_max_keys_per_subject, settings.idempotency_ttl_seconds,
+    )  # fmt: skip
+
+
+def _count_key(subject: str) -> str:
+    return COUNT_PREFIX + hashlib.sha256(subject.encode()).hexdigest()
+
+
+def resolve(svc: Services, prepared: Prepared, found: Any, raw_key: str, subject: str, body: dict[str, Any],
+            request_id: str) -> Claim | Any:  # fmt: skip
+    """What the script's claim found (``app.ratelimit.check_event_rate``): this request's
+    :class:`Claim`, or the response it must get instead. ``NOT_CHECKED`` (Redis skipped or
+    failing): no claim, the worker dedupes; a claim that expired in between: claimed afresh."""
+    from app.ratelimit import NOT_CHECKED, OVER_CAP
+
+    if found is NOT_CHECKED or found is OVER_CAP:  # the worker dedupes, as without Redis
+        return Claim(prepared.hashed, prepared.fingerprint, None)
+    if found is True:
+        return Claim(prepared.hashed, prepared.fingerprint, prepared.redis_key)
+    if found is None:  # the other claim expired between the script's SET and GET: cannot happen atomically
+        return claim(svc, raw_key, subject, body, request_id)
+    return _answer_for(prepared.fingerprint, json.loads(found))
+
+
 def claim(svc: Services, raw_key: str, subject: str, body: dict[str, Any], request_id: str) -> Claim | Any:
     """Claim ``raw_key`` for this request, or return the response it must get instead.
 
@@ -80,7 +132,7 @@ def claim(svc: Services, raw_key: str, subject: str, body: dict[str, Any], reque
     redis_key = KEY_PREFIX + hashed
     pending = json.dumps({"state": "pending", "fingerprint": fingerprint, "request_id": request_id})
     settings = svc.clients.settings
-    count_key = COUNT_PREFIX + hashlib.sha256(subject.encode()).hexdigest()
+    count_key = _count_key(subject)
     try:
         claimed = svc.idempotency_claim(
             keys=[redis_key, count_key],
@@ -97,6 +149,11 @@ def claim(svc: Services, raw_key: str, subject: str, body: dict[str, Any], reque
         return Claim(hashed, fingerprint, None)
     if stored is None:  # expired between SET and GET: treat as new
         return claim(svc, raw_key, subject, body, request_id)
+    return _answer_for(fingerprint, stored)
+
+
+def _answer_for(fingerprint: str, stored: dict[str, Any]) -> Any:
+    """The response for a request whose key is already held: ``stored`` is the holder's record."""
     if stored["fingerprint"] != fingerprint:
         return error_response(422, "idempotency_key_reused", f"this {HEADER} was used with another body")
     if stored["state"] == "pending":

@@ -71,7 +71,7 @@ def fence_key(resource_id: str) -> str:
 
 
 class ResourceCache:
-    """Versioned fills and invalidations of the resource cache (reads go through flask-caching)."""
+    """Reads, versioned fills and invalidations of the resource cache."""
 
     def __init__(self, client: redis.Redis, ttl_seconds: int = 60) -> None:
         self.client = client
@@ -79,6 +79,12 @@ class ResourceCache:
         self.fence_ttl = max(3600, 10 * ttl_seconds)
         self._fill = client.register_script(_FILL_IF_CURRENT)
         self._invalidate_many = client.register_script(_INVALIDATE_MANY)
+
+    def get_raw(self, resource_id: str) -> bytes | None:
+        """The cached record's JSON exactly as stored, or None on a miss: a hit is answered with
+        these bytes as they are (no parse and re-serialize; only :meth:`fill` writes entries, and
+        it writes the record's JSON). Raises ``redis.RedisError``."""
+        return self.client.get(cache_key(resource_id))
 
     def fill(self, record: ResourceRecord) -> bool:
         """Cache ``record`` after a miss, unless the worker has since written a newer version (or

@@ -55,6 +55,8 @@ from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.ggevent import GeventWorker
 
+from core import gunicorn_response
+
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 5.0
 DEFAULT_BODY_MIN_RATE = 1024.0  # bytes per second
@@ -175,6 +177,7 @@ class HeaderDeadlineGeventWorker(GeventWorker):
         self._body_timeout, self._body_min_rate, self._max_body = body_limits()
         self._body_timeouts: Any = None
         util.write_error = write_json_error  # this process is the worker's alone
+        gunicorn_response.install()  # head and body in one send (core/gunicorn_response.py)
         super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:

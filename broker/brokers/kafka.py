@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -96,6 +97,12 @@ def client_options(
     return options
 
 
+def _gevent_patched() -> bool:
+    """Whether gevent has patched this process's sockets (without importing gevent otherwise)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("socket")
+
+
 class KafkaBroker(Broker):
     """A broker on Apache Kafka (or Confluent Cloud: ``security_protocol="SASL_SSL"``, ``sasl_mechanism="PLAIN"``).
 
@@ -109,6 +116,10 @@ class KafkaBroker(Broker):
       producer_options, consumer_options: extra kafka-python settings.
       delay_prefix: names the delay topics (see :mod:`broker.delays`), which must exist like the
         actors' topics; ``None`` turns delayed messages off.
+      producer_thread: run the producer on a native OS thread of its own when gevent has
+        patched the process (:mod:`broker.brokers.kafka_thread`: acknowledgements no longer
+        wait behind every ready greenlet, but the request loop then shares the interpreter lock
+        with that thread). Off by default; ignored without gevent.
       assignor: how a group shares partitions. ``cooperative-sticky`` (the default, KIP-429): a
         member joining or leaving moves only the partitions that change owner, the others keep
         running. ``range`` or ``roundrobin``: eager, every rebalance revokes every partition.
@@ -133,6 +144,7 @@ class KafkaBroker(Broker):
         consumer_options: dict[str, Any] | None = None,
         delay_prefix: str | None = DEFAULT_DELAY_PREFIX,
         assignor: str = "cooperative-sticky",
+        producer_thread: bool = False,
     ) -> None:
         if assignor not in ASSIGNORS:
             raise ValueError(f"assignor must be one of {', '.join(ASSIGNORS)}, not {assignor!r}")
@@ -146,6 +158,7 @@ class KafkaBroker(Broker):
         self.linger_ms = linger_ms
         self.producer_options = producer_options or {}
         self.consumer_options = consumer_options or {}
+        self.producer_thread = producer_thread
         self._producer: KafkaProducer | None = None
         self._producer_pid: int | None = None
         self._producer_lock = threading.Lock()
@@ -193,6 +206,10 @@ class KafkaBroker(Broker):
         }
         options.update(self.producer_options)
         try:
+            if self.producer_thread and _gevent_patched():
+                from broker.brokers.kafka_thread import ThreadedProducer
+
+                return ThreadedProducer(options, connect_timeout_s=timeout / 1000)  # type: ignore[return-value]
             return KafkaProducer(**options)
         except KafkaError as exc:
             raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}; {self.diagnose()}") from exc

@@ -117,3 +117,25 @@ def test_keys_live_idempotency_ttl_seconds_and_each_subject_claims_a_bounded_num
     assert over.status_code == 202 and over.json["request_id"] != answers[2].json["request_id"]
     assert _post(client, make_token(sub=f"other-{unique}"), body, f"cap-{unique}-9").status_code == 202
     assert redis_client.exists(f"idempotency:{event_key(f'other-{unique}', f'cap-{unique}-9')}")
+
+
+def test_the_rate_limits_and_the_keys_claim_share_one_redis_round_trip(client, make_token, device_id, unique,
+                                                                       monkeypatch):  # fmt: skip
+    """A POST with a key sends Redis two commands: the one script (limits + claim), then the answer."""
+    import redis
+
+    token, body = make_token(sub=f"trip-{unique}"), {"device_id": device_id, "payload": {"n": 1}}
+    assert _post(client, token, body, f"warm-{unique}").status_code == 202  # scripts loaded, pools open
+    sent: list[str] = []
+    execute = redis.Redis.execute_command
+
+    def spy(self, *args, **options):
+        sent.append(str(args[0]).upper())
+        return execute(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", spy)
+    assert _post(client, token, body, f"trip-{unique}").status_code == 202
+    assert sent == ["EVALSHA", "SET"]
+    replay = _post(client, token, body, f"trip-{unique}")  # the stored answer comes back in the same trip
+    assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
+    assert sent == ["EVALSHA", "SET", "EVALSHA"]
