@@ -206,3 +206,41 @@ def test_a_batch_gets_a_span_linking_every_message_with_its_work_below_it(traced
     assert carried == len(linked) <= len(singles)
     batch_contexts = {b.context.span_id for b in batches}
     assert all(ctx.span_id in batch_contexts for kind, ctx in inside if kind == "many")
+
+
+def test_a_delayed_message_keeps_its_trace_through_the_delay_topics(delay_env, traced):
+    traced_env(delay_env, traced)
+    done = []
+
+    @actor(broker=delay_env.broker, topic=delay_env.topic, actor_name="delayed_traced")
+    def later():
+        done.append(1)
+
+    delay_env.start_worker()
+    with traced.tracer.start_as_current_span("request") as request_span:
+        later.send_with_options(delay=300)
+    wait_for(lambda: traced.finished(f"process {delay_env.topic}"), timeout=30, message="the delayed message ran")
+    (create,) = traced.finished(f"create {delay_env.topic}")
+    (process,) = traced.finished(f"process {delay_env.topic}")
+    assert process.context.trace_id == request_span.get_span_context().trace_id
+    assert process.parent.span_id == create.context.span_id
+
+
+def test_a_retry_sent_as_a_delayed_message_stays_in_the_trace(delay_env, traced):
+    traced_env(delay_env, traced)
+    calls = []
+
+    @actor(broker=delay_env.broker, topic=delay_env.topic, ordered=False, max_retries=2, min_backoff=200)
+    def unordered():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("once")
+
+    delay_env.start_worker()
+    with traced.tracer.start_as_current_span("request") as request_span:
+        unordered.send()
+    wait_for(lambda: len(traced.finished(f"process {delay_env.topic}")) == 2, timeout=30, message="two attempts")
+    attempts = sorted(traced.finished(f"process {delay_env.topic}"), key=lambda s: s.attributes["broker.attempt"])
+    assert [s.attributes["broker.attempt"] for s in attempts] == [1, 2]
+    assert {s.context.trace_id for s in attempts} == {request_span.get_span_context().trace_id}
+    assert attempts[0].events[0].name == "retry"
