@@ -3,6 +3,7 @@ real Kafka (conftest.env), with the SDK's in-memory exporter (the ``traced`` fix
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 
@@ -244,3 +245,33 @@ def test_a_retry_sent_as_a_delayed_message_stays_in_the_trace(delay_env, traced)
     assert [s.attributes["broker.attempt"] for s in attempts] == [1, 2]
     assert {s.context.trace_id for s in attempts} == {request_span.get_span_context().trace_id}
     assert attempts[0].events[0].name == "retry"
+
+
+def test_each_step_of_a_pipeline_is_a_child_of_the_step_before(traced):
+    from broker import Worker, pipeline
+
+    broker = StubBroker()
+    tracing.trace_broker(broker, traced.provider)
+
+    @actor(broker=broker, topic="pipe-topic")
+    def add(x, y):
+        return x + y
+
+    @actor(broker=broker, topic="pipe-topic")
+    def double(x):
+        return 2 * x
+
+    worker = Worker(broker, topics=["pipe-topic"], worker_threads=2, commit_interval_ms=20)
+    worker.start()
+    try:
+        with traced.tracer.start_as_current_span("request") as request_span:
+            pipeline([add.message(1, 2), double.message(), add.message(10)], broker=broker).run()
+        wait_for(lambda: len(traced.finished("process pipe-topic")) == 3, timeout=10, message="three steps")
+    finally:
+        worker.stop()
+    steps = sorted(traced.finished("process pipe-topic"), key=lambda s: s.start_time)
+    creates = {s.context.span_id: s for s in traced.finished("create pipe-topic")}
+    assert {s.context.trace_id for s in steps} == {request_span.get_span_context().trace_id}
+    for before, after in itertools.pairwise(steps):
+        create = creates[after.parent.span_id]  # the next step was sent inside the step before
+        assert create.parent.span_id == before.context.span_id
