@@ -275,3 +275,32 @@ def test_each_step_of_a_pipeline_is_a_child_of_the_step_before(traced):
     for before, after in itertools.pairwise(steps):
         create = creates[after.parent.span_id]  # the next step was sent inside the step before
         assert create.parent.span_id == before.context.span_id
+
+
+def test_a_dependency_failure_is_marked_as_a_wait_not_an_attempt(traced):
+    from broker import Worker
+
+    broker = StubBroker()
+    tracing.trace_broker(broker, traced.provider)
+    calls = []
+
+    class DatabaseAway(Exception):
+        pass
+
+    @actor(broker=broker, topic="dep-topic", transient=(DatabaseAway,))
+    def needs_db():
+        calls.append(1)
+        if len(calls) == 1:
+            raise DatabaseAway("down")
+
+    worker = Worker(broker, topics=["dep-topic"], worker_threads=1, dependency_min_backoff_ms=10)
+    worker.start()
+    try:
+        needs_db.send()
+        wait_for(lambda: len(traced.finished("process dep-topic")) == 2, timeout=10, message="two tries")
+    finally:
+        worker.stop()
+    first, second = sorted(traced.finished("process dep-topic"), key=lambda s: s.start_time)
+    assert [e.name for e in first.events] == ["dependency_wait"]
+    assert first.attributes["broker.attempt"] == second.attributes["broker.attempt"] == 1  # not counted
+    assert second.events == ()
