@@ -26,7 +26,7 @@ from broker.middleware import (
 )
 from broker.scheduler import RedisScheduleStore
 from broker.telemetry import Telemetry
-from core import runtime
+from core import runtime, tracing
 from core.cloudwatch import publish_lag
 from core.logging import configure_logging
 from core.settings import Settings, SettingsError, load_settings
@@ -34,8 +34,9 @@ from core.wiring import build_clients, make_redis, telemetry_prefix
 
 
 def build_broker(settings: Settings) -> Broker:
-    """The production broker: Kafka with retries, time limits, JSON logs and Prometheus metrics,
-    and Dramatiq's defaults (async actors, max_age, callbacks, shutdown notifications).
+    """The production broker: Kafka with retries, time limits, JSON logs, Prometheus metrics,
+    Dramatiq's defaults (async actors, max_age, callbacks, shutdown notifications) and, when
+    configured, OpenTelemetry traces (:mod:`core.tracing`).
 
     Also hands this process's clients to the tasks (``core.runtime``)."""
     configure_logging(settings.log_level)
@@ -45,6 +46,11 @@ def build_broker(settings: Settings) -> Broker:
     # what the /admin console charts: counts, worker states and (one process at a time) the lag
     lag = functools.partial(sample_lag, broker, settings)
     broker.add_middleware(Telemetry(clients.redis, lag=lag, prefix=telemetry_prefix(settings)))
+    # spans per message, below them the tasks' PostgreSQL and Redis spans, when OTEL_* turns tracing on
+    provider = tracing.setup("device-worker")
+    if provider is not None:
+        tracing.trace_broker(broker, provider)
+        tracing.instrument_clients(clients, provider)
     runtime.configure(clients)
     return broker
 

@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     register_errorhandlers(app)
     register_request_hooks(app)
     register_commands(app)
+    register_tracing(app)  # before ProxyFix wraps the app: request spans see the client as it fixed it
     if settings.proxy_hops:  # the client's address and scheme as the load balancer saw them
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -66,6 +67,20 @@ class _JSONSerializer(JSONSerializer):
 
     def loads(self, bvalue, *args, **kwargs):  # type: ignore[no-untyped-def]
         return None if bvalue is None else super().loads(bvalue, *args, **kwargs)
+
+
+def register_tracing(app: Flask) -> None:
+    """Request, PostgreSQL, Redis and enqueue spans when ``OTEL_*`` turns tracing on (core.tracing);
+    with it off, nothing is installed."""
+    from core import tracing
+
+    provider = tracing.setup("device-api")
+    if provider is None:
+        return
+    services = app.extensions["device_backend"]
+    tracing.instrument_app(app, provider)
+    tracing.instrument_clients(services.clients, provider)
+    tracing.trace_broker(services.clients.broker, provider)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -31,6 +31,9 @@ REASON_FAILED = "failed"  # the actor failed for good (retries exhausted, or an 
 REASON_WORKER_ERROR = "worker_error"  # the worker itself failed on this record (a bug in it or a middleware)
 REASON_SKIPPED = "skipped"  # an operator moved the group past it (``worker.py skip``)
 REASON_NO_TOPIC = delays.REASON_NO_TOPIC  # a delayed message came due for a topic that no longer exists
+# Message headers also written as Kafka record headers, where other languages' consumers and
+# Kafka tools look for them: W3C trace context (broker.middleware.tracing puts them there).
+RECORD_HEADERS = ("traceparent", "tracestate")
 
 
 class SendFuture:
@@ -243,6 +246,7 @@ class Broker:
         value = message.encode()  # EncodeError here, in the sender, not later in a worker
         key = message.key.encode("utf-8") if message.key is not None else None
         topic, headers = self._destination(message)
+        headers = headers + [(k, v.encode()) for k, v in message.headers.items() if k in RECORD_HEADERS]
         waiter = self._produce(topic, key, value, headers)
         future = SendFuture(message, waiter, timeout_ms if timeout_ms is not None else self.send_timeout_ms)
         if not wait:

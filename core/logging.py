@@ -1,7 +1,8 @@
 """Structured JSON logs on stdout, one object per line (what CloudWatch and ECS expect).
 
-Each line holds ``ts``, ``level``, ``logger``, ``pid`` and ``message``, then every ``extra`` the
-call passed, then ``exc_info`` / ``stack_info`` when present: the same objects python-json-logger
+Each line holds ``ts``, ``level``, ``logger``, ``pid`` and ``message``, then ``trace_id`` and
+``span_id`` (W3C hex, as trace back-ends show them) when tracing is on and a span is active, then
+every ``extra`` the call passed, then ``exc_info`` / ``stack_info`` when present: the same objects python-json-logger
 wrote with our field names, written by orjson, at a quarter of the cost (23 -> 6.5 us a line on
 this project's 2-core machine). The API writes a line per request and the worker one per event,
 so this cost is paid at the full request and event rate.
@@ -17,6 +18,21 @@ import time
 from typing import Any
 
 import orjson
+
+# opentelemetry.trace.get_current_span while tracing is on (core.tracing), else None: one test per line
+_current_span: Any = None
+
+
+def include_trace_ids(enabled: bool) -> None:
+    """Whether lines carry ``trace_id``/``span_id`` of the active span (called by :mod:`core.tracing`)."""
+    global _current_span
+    if enabled:
+        from opentelemetry.trace import get_current_span
+
+        _current_span = get_current_span
+    else:
+        _current_span = None
+
 
 # attributes every LogRecord has; anything else on a record came in through ``extra``
 _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -66,6 +82,11 @@ class JsonLineFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
+        if _current_span is not None:  # the formatter runs in the logging call's thread and context
+            span_context = _current_span().get_span_context()
+            if span_context.is_valid:
+                line["trace_id"] = format(span_context.trace_id, "032x")
+                line["span_id"] = format(span_context.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRIBUTES:
                 line[key] = value

@@ -115,3 +115,34 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.redis_url)
     yield client
     client.close()
+
+
+class Traced:
+    """This process's tracing, on for one test: spans kept in memory (``finished()``)."""
+
+    def __init__(self, provider, exporter) -> None:
+        self.provider = provider
+        self.exporter = exporter
+        self.tracer = provider.get_tracer("tests")
+
+    def finished(self, name: str | None = None) -> list:
+        spans = self.exporter.get_finished_spans()
+        return [s for s in spans if name is None or s.name == name]
+
+
+@pytest.fixture
+def traced() -> Iterator[Traced]:
+    """Tracing on (core.tracing.use_provider) with the SDK's in-memory exporter; off again after."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from core import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_provider(provider)
+    yield Traced(provider, exporter)
+    tracing.reset()
+    provider.shutdown()
