@@ -89,7 +89,7 @@ class Tracing(Middleware):
 
     # ------------------------------------------------------------ sending
 
-    def before_enqueue(self, broker: Broker, message: Message) -> None:
+    def before_enqueue(self, broker: Broker, message: Message, delay: int | None = None) -> None:
         parent = None  # the current context
         if "traceparent" in message.headers and not trace.get_current_span().get_span_context().is_valid:
             parent = propagate.extract(message.headers)  # a re-send from nowhere keeps its trace
