@@ -45,7 +45,10 @@ def build_broker(settings: Settings) -> Broker:
     broker = clients.broker
     # what the /admin console charts: counts, worker states and (one process at a time) the lag
     lag = functools.partial(sample_lag, broker, settings)
-    broker.add_middleware(Telemetry(clients.redis, lag=lag, prefix=telemetry_prefix(settings)))
+    # before TimeLimit: after-hooks run in reverse, so the time limit is disarmed before Telemetry's
+    # Redis write, which it could otherwise interrupt (and with it Retries' and Pipelines' hooks)
+    telemetry = Telemetry(clients.redis, lag=lag, prefix=telemetry_prefix(settings))
+    broker.add_middleware(telemetry, before=TimeLimit)
     # spans per message, below them the tasks' PostgreSQL and Redis spans, when OTEL_* turns tracing on
     provider = tracing.setup("device-worker")
     if provider is not None:

@@ -48,6 +48,9 @@ class Message:
     enqueued_at: dt.datetime = field(default_factory=utcnow)
 
     def copy(self, **changes: Any) -> Message:
+        """A new message with ``changes``; its headers are its own dict (a middleware writing the
+        copy's headers, e.g. a trace context, must not rewrite the original's)."""
+        changes.setdefault("headers", dict(self.headers))
         return dataclasses.replace(self, **changes)
 
     _replace = copy  # Dramatiq's messages are named tuples
@@ -122,6 +125,8 @@ class Message:
             obj = get_encoder().decode(bytes(data))
         except (UnicodeDecodeError, ValueError, TypeError) as exc:
             raise DecodeError(f"message is not JSON: {exc}") from exc
+        except RecursionError as exc:  # nested deeper than the parser's recursion allows
+            raise DecodeError("message is nested too deeply to parse") from exc
         return cls.from_dict(obj)
 
     @classmethod

@@ -37,7 +37,7 @@ class Autoscaler:
         self.interval_s = interval_s
         self.desired = policy.minimum
         self.running: dict[int, subprocess.Popen] = {}
-        self.stopping: list[subprocess.Popen] = []
+        self.stopping: dict[int, subprocess.Popen] = {}  # index -> a child draining after SIGTERM
         self._stop = threading.Event()
 
     def run(self) -> int:
@@ -51,14 +51,14 @@ class Autoscaler:
         """Forward ``signum`` to the children and end :meth:`run`. The first one goes to the running
         children (the ones being removed already had theirs: a second would end their drain); a
         second one goes to all, which then exit at once."""
-        children = [*self.running.values(), *(self.stopping if self._stop.is_set() else ())]
+        children = [*self.running.values(), *(self.stopping.values() if self._stop.is_set() else ())]
         self._stop.set()
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
     def status(self) -> dict[str, Any]:
-        return {"desired": self.desired, "running": sorted(self.running), "stopping": len(self.stopping)}
+        return {"desired": self.desired, "running": sorted(self.running), "stopping": sorted(self.stopping)}
 
     def _tick(self) -> None:
         self._reap()
@@ -75,7 +75,11 @@ class Autoscaler:
 
     def _converge(self) -> None:
         while len(self.running) < self.desired and not self._stop.is_set():
-            index = min(set(range(len(self.running) + 1)) - set(self.running))
+            # the lowest index neither running nor still draining: a draining child keeps its
+            # static identity until it has left, or the new one would fence it (and its leaving
+            # would then remove the new one from the group)
+            taken = set(self.running) | set(self.stopping)
+            index = min(set(range(len(taken) + 1)) - taken)
             self.running[index] = child = self.spawn(index)
             if self._stop.is_set():  # a signal came while it started: it missed the forwarding
                 child.send_signal(signal.SIGTERM)
@@ -84,7 +88,7 @@ class Autoscaler:
             index = max(self.running)
             child = self.running.pop(index)
             child.send_signal(signal.SIGTERM)  # drain, commit, leave the group
-            self.stopping.append(child)
+            self.stopping[index] = child
             log.info("autoscale: stopping a worker process", extra={"index": index, "pid": child.pid})
 
     def _reap(self) -> None:
@@ -95,11 +99,11 @@ class Autoscaler:
                     "autoscale: a worker process exited on its own; replacing it",
                     extra={"index": index, "pid": child.pid, "code": child.returncode},
                 )
-        self.stopping = [child for child in self.stopping if child.poll() is None]
+        self.stopping = {index: child for index, child in self.stopping.items() if child.poll() is None}
 
     def _drain(self) -> int:
         """Wait for every child: :meth:`stop` has already passed them the signal."""
-        codes = [child.wait() for child in [*self.running.values(), *self.stopping]]
+        codes = [child.wait() for child in [*self.running.values(), *self.stopping.values()]]
         self.running.clear()
         self.stopping.clear()
         return max(codes, default=0)

@@ -482,8 +482,8 @@ class Worker:
                     message = Message.decode(work.record.value)
                     self.broker.get_actor(message.actor_name)
                     work.proxy = _proxy(message, work.record)
-                except (DecodeError, ActorNotFound):
-                    pass  # _run dead-letters it
+                except Exception:  # on the consumer thread nothing may escape: _run dead-letters it
+                    work.proxy = None
             if work.proxy is not None:
                 priority = getattr(self.broker.actors.get(work.proxy.actor_name), "priority", 0)
         self._ready.put(work, priority=priority)
@@ -679,12 +679,18 @@ class Worker:
         except SkipMessage as skip:
             proxy.exception = skip
             return self._skipped(work)
-        try:
-            result = actor.fn(*message.args, **message.kwargs)
-            if inspect.isawaitable(result):
-                _refuse_awaitable(result, message.actor_name)
-        except (Exception, Interrupt) as exc:  # an Interrupt (time limit) is a failure like any other
+        except (Exception, Interrupt) as exc:
+            # a before-hook failed (a dependency it needs, a time limit that fired already): this
+            # attempt failed, as if the actor had raised it, so a dependency outage is waited out
+            # and anything else retried; the actor does not run
             exception = exc
+        if exception is None:
+            try:
+                result = actor.fn(*message.args, **message.kwargs)
+                if inspect.isawaitable(result):
+                    _refuse_awaitable(result, message.actor_name)
+            except (Exception, Interrupt) as exc:  # an Interrupt (time limit) is a failure like any other
+                exception = exc
         proxy.exception = exception
         proxy.transient = exception is not None and self._is_transient(actor.options, exception)
         try:

@@ -98,8 +98,17 @@ class ResourceCache:
         self.invalidate_many([record])
 
     def invalidate_many(self, records: list[ResourceRecord]) -> None:
-        """:meth:`invalidate` for many records, one script call (one round trip) per 500."""
+        """:meth:`invalidate` for many records, one script call (one round trip) per 500.
+
+        A full Redis (``noeviction``: docs/operations.md) refuses the whole script, the entries'
+        ``DEL`` included, and readers would be served the old version until its TTL. ``DEL`` alone
+        is allowed when Redis is out of memory, and so are no fills (a ``SET``): so then the
+        entries are deleted without their fences, and readers go to PostgreSQL."""
         for start in range(0, len(records), INVALIDATE_CHUNK):
             chunk = records[start : start + INVALIDATE_CHUNK]
             keys = [key for record in chunk for key in (cache_key(record.id), fence_key(record.id))]
-            self._invalidate_many(keys=keys, args=[self.fence_ttl, *(record.version for record in chunk)])
+            try:
+                self._invalidate_many(keys=keys, args=[self.fence_ttl, *(record.version for record in chunk)])
+            except redis.exceptions.OutOfMemoryError:
+                self.client.delete(*(cache_key(record.id) for record in chunk))
+                raise

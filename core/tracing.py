@@ -203,7 +203,7 @@ def instrument_engine(engine: Any, provider: TracerProvider) -> None:
     """The official SQLAlchemy instrumentation's per-engine tracer, without its global patching of
     ``create_engine``. Its package declares ``sqlalchemy < 2.1`` (the project pins 2.1.9), so its
     instrumentor would refuse; the engine events it listens to are unchanged in 2.1, and
-    tests/tracing/ checks the spans."""
+    tests/test_tracing.py and tests/broker/test_tracing.py check the spans."""
     from opentelemetry.instrumentation.sqlalchemy import __version__
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
     from opentelemetry.metrics import NoOpMeterProvider

@@ -9,6 +9,7 @@ small ``maxmemory`` and asserts the fence is still there and the overflowing wri
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 import redis
 import yaml
 
+from core.cache import ResourceCache
+from core.resources import ResourceRecord
 from tests.helpers import ROOT, free_port, wait_for
 
 
@@ -56,6 +59,13 @@ def test_under_memory_pressure_the_stacks_redis_keeps_fences_and_refuses_writes(
                 break
         assert refused, "4 MB held 8 MB of cache entries: something was evicted"
         assert client.get("resource-fence:device-1") == b"7"
+        # a full Redis refuses the invalidation script whole; the stale entry must still go
+        stale = "resource:device-0"
+        assert client.exists(stale)
+        record = ResourceRecord(id="device-0", payload={}, version=8, updated_at=dt.datetime.now(dt.UTC))
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            ResourceCache(client).invalidate(record)
+        assert not client.exists(stale), "readers would be served the old version until its TTL"
     finally:
         client.close()
         server.terminate()

@@ -206,7 +206,10 @@ def test_the_worker_entry_point_puts_tracing_first_and_instruments_the_tasks_cli
     handlers, level = list(root.handlers), root.level
     broker = worker.build_broker(settings)  # it configures logging too
     try:
-        assert type(broker.middleware[0]).__name__ == "Tracing"  # first: it sees the retry decision
+        names = [type(m).__name__ for m in broker.middleware]
+        assert names[0] == "Tracing"  # first: it sees the retry decision
+        # after-hooks run in reverse: the time limit is disarmed before Telemetry writes to Redis
+        assert names.index("Telemetry") < names.index("TimeLimit")
         clients = runtime.resources()
         assert clients.redis._is_instrumented_by_opentelemetry
         listeners = list(clients.engine.dispatch.before_cursor_execute)

@@ -146,14 +146,16 @@ def login() -> Response:
 @blueprint.post("/login")
 def login_submit() -> Any:
     request.max_content_length = LOGIN_FORM_MAX_BYTES  # before the form is read: larger is a 413
+    # the form's own CSRF pair first: a forged or junk post is refused without using up the
+    # address's sign-in attempts (behind a load balancer without PROXY_HOPS every client shares one)
+    if not same_token(request.cookies.get(LOGIN_COOKIE), request.form.get("csrf")):
+        abort(403, "the sign-in form's CSRF token is missing or wrong: reload the page and try again")
     wait = _sign_in_throttled()
     if wait:
         audit.warning("admin sign-in refused: too many attempts", extra={**_who(), "status": 429})
         error = f"Too many sign-in attempts from your address: try again in {wait} s."
         page = render_template("admin/login.html", login_csrf=request.cookies.get(LOGIN_COOKIE), error=error)
         return page, 429, {"Retry-After": str(wait)}
-    if not same_token(request.cookies.get(LOGIN_COOKIE), request.form.get("csrf")):
-        abort(403, "the sign-in form's CSRF token is missing or wrong: reload the page and try again")
     try:
         claims = verify_admin_token(request.form.get("token", "").strip())
         session_id, session, lifetime = start_session(services().redis, claims, _settings().admin_session_seconds)

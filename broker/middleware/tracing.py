@@ -189,9 +189,11 @@ class Tracing(Middleware):
         span = self._local.spans.pop(id(message), None)
         if span is None:
             return
-        span.add_event("batch_failed")  # the message runs again on its own, in a span of its own
         if self._local.batch is not None:
+            span.add_event("batch_failed")  # the message runs again on its own, in a span of its own
             self._local.batch.set_status(Status(StatusCode.ERROR, "batch failed"))
+        else:
+            span.add_event("skipped")  # SkipMessage (AgeLimit, say): not run, and not a failure
         self._finish(span)
 
     def _finish(self, span: Span) -> None:

@@ -63,3 +63,49 @@ def test_the_range_is_min_comma_max(text):
     with pytest.raises(ValueError, match="--autoscale"):
         parse_range(text)
     assert parse_range("1,6") == (1, 6)
+
+
+class FakeChild:
+    """A child process that drains until told it exited."""
+
+    count = 0
+
+    def __init__(self):
+        FakeChild.count += 1
+        self.pid, self.returncode, self.signals = 1000 + FakeChild.count, None, []
+
+    def poll(self):
+        return self.returncode
+
+    def send_signal(self, signum):
+        self.signals.append(signum)
+
+    def wait(self):
+        return self.returncode or 0
+
+
+def test_a_draining_childs_index_is_not_reused_until_it_has_exited():
+    """Its static identity ({index}) would be taken twice: the new member fences the draining one."""
+    from broker.supervisor import Autoscaler
+
+    started: dict[int, FakeChild] = {}
+
+    def spawn(index):
+        started[index] = FakeChild()
+        return started[index]
+
+    scaler = Autoscaler(AutoscalePolicy(1, 3), spawn, read_lag=lambda: (0, 3))
+    scaler.desired = 2
+    scaler._converge()
+    assert sorted(scaler.running) == [0, 1]
+    scaler.desired = 1
+    scaler._converge()  # index 1 gets SIGTERM and drains
+    assert sorted(scaler.stopping) == [1] and started[1].signals
+    scaler.desired = 2
+    scaler._converge()
+    assert sorted(scaler.running) == [0, 2], "index 1 is still draining"
+    started[1].returncode = 0
+    scaler._reap()
+    scaler.desired = 3
+    scaler._converge()
+    assert sorted(scaler.running) == [0, 1, 2]

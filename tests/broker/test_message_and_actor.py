@@ -120,3 +120,10 @@ def test_the_stub_brokers_join_reraises_the_exception_of_a_dead_lettered_message
         assert len(stub.dead_letters) == 1
     finally:
         worker.stop()
+
+
+def test_a_copy_has_headers_of_its_own():
+    original = Message(actor_name="a", topic="t", headers={"traceparent": "00-1-2-01"})
+    copy = original.copy(options={"eta": 1})
+    copy.headers["traceparent"] = "00-3-4-01"
+    assert original.headers == {"traceparent": "00-1-2-01"}

@@ -264,3 +264,49 @@ def test_a_member_joining_mid_stream_does_not_run_finished_records_again(env):
     wait_for(lambda: env.committed() == env.end_offsets(), timeout=30, message="everything committed")
     twice = sorted(n for n, count in Counter(runs).items() if count > 1)
     assert twice == [], f"{len(twice)} records ran twice"
+
+
+def test_a_record_nested_too_deeply_is_dead_lettered_even_where_priorities_decode_early(env):
+    """Priorities make the consumer thread decode records: a value JSON cannot parse without
+    exhausting the recursion limit must be dead-lettered there too, never stop the consumer."""
+    seen = []
+
+    @actor(broker=env.broker, topic=env.topic, priority=1)
+    def note(n):
+        seen.append(n)
+
+    env.start_worker()
+    env.produce_raw(b"[" * 100_000 + b"]" * 100_000, key=b"same")
+    note.send_with_options(args=(1,), key="same")
+    wait_for(lambda: seen == [1], message=str(seen))
+    (letter,) = wait_for(lambda: env.dead_letters())
+    assert letter["exception.type"] == "broker.errors.DecodeError" and letter["attempts"] == "0"
+
+
+def test_a_before_hook_failing_fails_the_attempt_and_the_message_is_retried(env):
+    """As in Dramatiq's worker, a before_process_message hook that raises fails that attempt (the
+    after-hooks still run, the retry follows); the actor runs once the hook passes."""
+    from broker.middleware import Middleware
+
+    failures = {"left": 1}
+    ran, after = [], []
+
+    class Flaky(Middleware):
+        def before_process_message(self, broker, message):
+            if failures["left"]:
+                failures["left"] -= 1
+                raise RuntimeError("the hook's own dependency failed once")
+
+        def after_process_message(self, broker, message, *, result=None, exception=None):
+            after.append(type(exception).__name__ if exception else None)
+
+    env.broker.add_middleware(Flaky())
+
+    @actor(broker=env.broker, topic=env.topic, max_retries=2, min_backoff=10, max_backoff=10)
+    def work(n):
+        ran.append(n)
+
+    env.start_worker()
+    work.send(7)
+    wait_for(lambda: ran == [7], message=str(ran))
+    assert after == ["RuntimeError", None] and env.dead_letters() == []

@@ -159,7 +159,9 @@ def worker_zombie(settings: Settings, short: bool) -> Result:
         noticed = [line for line in woke if line.get("message") in ("partitions lost", "partitions revoked")]
         if not noticed:
             result.problems.append(f"the zombie ({zombie}) never noticed it had lost its partitions")
-        result.figures["zombie_lines"] = len(woke)
+        # what it tried to commit after waking was refused (its member id had expired)
+        refused = [line for line in woke if line.get("message") == "offset commit failed; will retry"]
+        result.figures["commits_refused"] = len(refused)
         return result
 
 
