@@ -107,8 +107,16 @@ def test_the_worker_continues_the_apis_trace_and_both_processes_log_its_id(trace
                 o for o in json_objects(traced_live[log]) if o.get("context", {}).get("trace_id") == f"0x{trace_id}"
             ]
 
-        api_spans = wait_for(lambda: len(spans("api_log")) >= 2 and spans("api_log"), timeout=30, message="API spans")
-        worker_spans = wait_for(lambda: spans("worker_log"), timeout=30, message="worker spans")
+        def named(log: str, *names: str) -> list[dict] | None:
+            """The log's spans of this trace once every one of ``names`` is among them: spans are
+            exported in batches as they end, a parent after its children, so wait for them all."""
+            found = spans(log)
+            return found if set(names) <= {s["name"] for s in found} else None
+
+        api_spans = wait_for(lambda: named("api_log", "POST /events", "create events-input"), timeout=30,
+                             message="the API's spans")  # fmt: skip
+        worker_spans = wait_for(lambda: named("worker_log", "process events-input"), timeout=30,
+                                message="the worker's message span")  # fmt: skip
         by_name = {s["name"]: s for s in api_spans + worker_spans}
         server, create = by_name["POST /events"], by_name["create events-input"]
         process = by_name["process events-input"]

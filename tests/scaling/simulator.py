@@ -9,8 +9,9 @@ second), divides by the running tasks, and starts tasks or stops them as ECS doe
 SIGKILL after the task definition's ``stopTimeout``. A producer sends events at the ramp's rates;
 the actor (:mod:`tests.scaling.actors`) sleeps 20 ms per event and records each run.
 
-It records lag, tasks and 202-free processing latency (sent -> finished) over time and checks:
-nothing lost, nothing run twice, every scale-in drained inside the stop timeout, the backlog per
+It records lag, tasks and processing latency (sent -> finished) over time and checks: nothing
+lost, re-runs rare (delivery is at least once: an offset whose commit a rebalance refused is
+delivered again; at most 1 in 1,000), every scale-in drained inside the stop timeout, the backlog per
 task back under the target within a bound after the load rose, and the tasks back at the
 minimum once it fell.
 """
@@ -281,8 +282,12 @@ def _fill(report: Report, store, topic, samples, tasks: Tasks, policy: TargetTra
     # the checks
     if report.lost:
         report.problems.append(f"{report.lost} events never ran")
-    if report.duplicates:
-        report.problems.append(f"{report.duplicates} events ran more than once")
+    # delivery is at least once: an offset whose commit failed in a rebalance (RebalanceInProgress)
+    # is delivered again, and effects are made idempotent by key (as tasks.events does by
+    # request_id). So a rare re-run is the contract; many would mean scaling loses commits.
+    allowed = max(10, report.sent // 1000)
+    if report.duplicates > allowed:
+        report.problems.append(f"{report.duplicates} events ran more than once (at most {allowed} allowed)")
     if any(d > tasks.stop_timeout_s for d in report.drains_s):
         report.problems.append(f"a scale-in did not drain within the stop timeout: {report.drains_s}")
     # the policy needs HIGH_DATAPOINTS periods above the target to act, then a task starts and joins
