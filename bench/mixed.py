@@ -104,19 +104,7 @@ def open_loop(
 
 def wrk_run(url: str, connections: int, seconds: int, headers: dict, body: dict | None = None) -> dict:
     """wrk (1 thread): 2xx answers per second, p99 (ms) and the count of other answers."""
-    args = [b.shutil_which("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    for name, value in headers.items():
-        args += ["-H", f"{name}: {value}"]
-    script = None
-    if body is not None:
-        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
-        script.write(f'wrk.method = "POST"\nwrk.body = {json.dumps(json.dumps(body))}\n'
-                     'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
-        script.close()
-        args += ["-s", script.name]
-    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
-    if script is not None:
-        os.unlink(script.name)
+    out = b.wrk_output(url, connections, seconds, headers, body)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)

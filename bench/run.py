@@ -122,8 +122,8 @@ def cpu_seconds_of_children(pid: int) -> float:
 # ------------------------------------------------------------------ HTTP load
 
 
-def wrk(url: str, connections: int, seconds: int, headers: dict[str, str], body: dict | None = None) -> float:
-    """2xx answers per second (others, such as a 503 from load shedding, are counted out and noted)."""
+def wrk_output(url: str, connections: int, seconds: int, headers: dict[str, str], body: dict | None = None) -> str:
+    """wrk's report for one run (1 thread, latency percentiles; a POST of ``body`` when given)."""
     script = None
     args = [str(shutil_which("wrk")), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for name, value in headers.items():
@@ -137,6 +137,12 @@ def wrk(url: str, connections: int, seconds: int, headers: dict[str, str], body:
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     if script is not None:
         os.unlink(script.name)
+    return out
+
+
+def wrk(url: str, connections: int, seconds: int, headers: dict[str, str], body: dict | None = None) -> float:
+    """2xx answers per second (others, such as a 503 from load shedding, are counted out and noted)."""
+    out = wrk_output(url, connections, seconds, headers, body)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad and int(bad.group(1)) > 0:  # shed (503) when the loop lags: counted out, not fatal
         say(f"{url} at {connections} connections: {bad.group(1)} answers not 2xx (not counted)")
