@@ -123,27 +123,22 @@ def claim(svc: Services, raw_key: str, subject: str, body: dict[str, Any], reque
 
     Redis goes through the API's breaker (``svc``): while it is down, no claim is made and the
     worker dedupes."""
-    if not _VALID.fullmatch(raw_key):
-        return error_response(400, "bad_request", f"{HEADER} must be 1-128 letters, digits or ._:-")
-    hashed = event_key(subject, raw_key)
-    fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    prepared = prepare(raw_key, subject, body, request_id, svc.clients.settings)
+    if not isinstance(prepared, Prepared):
+        return prepared  # a malformed key
+    hashed, fingerprint = prepared.hashed, prepared.fingerprint
     if not svc.redis_available():
         return Claim(hashed, fingerprint, None)
-    redis_key = KEY_PREFIX + hashed
-    pending = json.dumps({"state": "pending", "fingerprint": fingerprint, "request_id": request_id})
-    settings = svc.clients.settings
-    count_key = _count_key(subject)
     try:
         claimed = svc.idempotency_claim(
-            keys=[redis_key, count_key],
-            args=[pending, PENDING_TTL_SECONDS, settings.idempotency_max_keys_per_subject,
-                  settings.idempotency_ttl_seconds],
-        )  # fmt: skip
+            keys=[prepared.redis_key, prepared.count_key],
+            args=[prepared.pending, prepared.pending_ttl, prepared.cap, prepared.count_ttl],
+        )
         if claimed == 1:
-            return Claim(hashed, fingerprint, redis_key)
+            return Claim(hashed, fingerprint, prepared.redis_key)
         if claimed == -1:  # over the subject's cap: the worker dedupes, as without Redis
             return Claim(hashed, fingerprint, None)
-        stored = json.loads(svc.redis.get(redis_key) or "null")
+        stored = json.loads(svc.redis.get(prepared.redis_key) or "null")
     except redis.RedisError as exc:
         svc.redis_failed(exc)
         return Claim(hashed, fingerprint, None)
