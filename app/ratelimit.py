@@ -52,46 +52,43 @@ def configure_rate_limits(app: Flask, settings: Settings) -> None:
     app.extensions["event_rate_claim_script"] = storage.get_connection().register_script(ACQUIRE_ALL_AND_CLAIM)
 
 
-# KEYS: the windows; ARGV: now, then each key's limit and expiry (seconds). Returns 0 when every
-# window took the hit, else the 1-based index of the first full one (and no window took it).
-ACQUIRE_ALL = """
-local now = tonumber(ARGV[1])
-for i = 1, #KEYS do
-    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-    local entry = redis.call('lindex', KEYS[i], limit - 1)
-    if entry and tonumber(entry) >= now - expiry then
-        return i
+# The moving windows of KEYS[1 .. windows]; ARGV: now, then each key's limit and expiry (seconds).
+# hit_windows returns 0 when every window took the hit, else the 1-based index of the first full
+# one (and no window took it).
+_HIT_WINDOWS = """
+local function hit_windows(windows)
+    local now = tonumber(ARGV[1])
+    for i = 1, windows do
+        local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+        local entry = redis.call('lindex', KEYS[i], limit - 1)
+        if entry and tonumber(entry) >= now - expiry then
+            return i
+        end
     end
+    for i = 1, windows do
+        local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+        redis.call('lpush', KEYS[i], ARGV[1])
+        redis.call('ltrim', KEYS[i], 0, limit - 1)
+        redis.call('expire', KEYS[i], expiry)
+    end
+    return 0
 end
-for i = 1, #KEYS do
-    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-    redis.call('lpush', KEYS[i], ARGV[1])
-    redis.call('ltrim', KEYS[i], 0, limit - 1)
-    redis.call('expire', KEYS[i], expiry)
-end
-return 0
 """
 
+# Every key is a window.
+ACQUIRE_ALL = _HIT_WINDOWS + "return hit_windows(#KEYS)\n"
 
-# The same for KEYS[1 .. n-2]; then, if every window took the hit, claim KEYS[n-1] (an idempotency
+# KEYS[1 .. n-2] are windows; then, if every window took the hit, claim KEYS[n-1] (an idempotency
 # key) as app.idempotency.CLAIM does, counting it against KEYS[n] (the subject's count of new keys).
 # ARGV after the windows' pairs: the pending value, its TTL, the subject's cap, the count's TTL.
 # Returns {full window's index or 0, 1 claimed / 0 held already / -1 over the cap, the held value}.
-ACQUIRE_ALL_AND_CLAIM = """
-local now = tonumber(ARGV[1])
+ACQUIRE_ALL_AND_CLAIM = (
+    _HIT_WINDOWS
+    + """
 local windows = #KEYS - 2
-for i = 1, windows do
-    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-    local entry = redis.call('lindex', KEYS[i], limit - 1)
-    if entry and tonumber(entry) >= now - expiry then
-        return {i, 0, false}
-    end
-end
-for i = 1, windows do
-    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-    redis.call('lpush', KEYS[i], ARGV[1])
-    redis.call('ltrim', KEYS[i], 0, limit - 1)
-    redis.call('expire', KEYS[i], expiry)
+local full = hit_windows(windows)
+if full > 0 then
+    return {full, 0, false}
 end
 local claim, count, base = KEYS[windows + 1], KEYS[windows + 2], 2 * windows + 1
 local held = redis.call('get', claim)
@@ -106,6 +103,7 @@ end
 redis.call('set', claim, ARGV[base + 1], 'EX', tonumber(ARGV[base + 2]))
 return {0, 1, false}
 """
+)
 
 NOT_CHECKED = object()  # the idempotency key was not looked at (Redis skipped or failing)
 OVER_CAP = object()  # the subject claimed its IDEMPOTENCY_MAX_KEYS_PER_SUBJECT: the key is not kept
