@@ -1,5 +1,6 @@
-"""The README's configuration tables tell the truth: every setting is documented with its real
-default, every documented setting exists, and every process variable is read by something."""
+"""The configuration tables (``docs/configuration.md``, linked from the README) tell the truth:
+every setting is documented with its real default, every documented setting exists, and every
+process variable is read by something."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from core.settings import ENV_VARIABLES, Settings
 from tests.test_deploy_files import PROCESS_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "configuration.md"
 ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \|([^|]*)\|")
 
 
 def _table_after(heading: str) -> dict[str, str]:
-    """``{variable: default}`` of the first Markdown table after ``heading`` in the README."""
-    text = (ROOT / "README.md").read_text()
+    """``{variable: default}`` of the first Markdown table after ``heading`` in the configuration page."""
+    text = PAGE.read_text()
     lines = text[text.index(heading) :].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| variable |"))
     rows: dict[str, str] = {}
@@ -26,18 +28,18 @@ def _table_after(heading: str) -> dict[str, str]:
         if not line.startswith("|"):
             break
         match = ROW.match(line)
-        assert match, f"README row not in the form | `VARIABLE` | default | ...: {line!r}"
+        assert match, f"{PAGE.name} row not in the form | `VARIABLE` | default | ...: {line!r}"
         rows[match.group(1)] = match.group(2).strip().strip("`")
     return rows
 
 
-SETTINGS_TABLE = _table_after("## Configuration")
+SETTINGS_TABLE = _table_after("# Configuration")
 PROCESS_TABLE = _table_after("Read by the processes and scripts")
 
 
 def test_every_setting_is_documented_and_every_documented_setting_exists():
-    assert sorted(set(ENV_VARIABLES) - set(SETTINGS_TABLE)) == [], "settings missing from the README"
-    assert sorted(set(SETTINGS_TABLE) - set(ENV_VARIABLES)) == [], "README rows that no setting reads"
+    assert sorted(set(ENV_VARIABLES) - set(SETTINGS_TABLE)) == [], "settings missing from docs/configuration.md"
+    assert sorted(set(SETTINGS_TABLE) - set(ENV_VARIABLES)) == [], "docs/configuration.md rows that no setting reads"
 
 
 @pytest.mark.parametrize("field", dataclasses.fields(Settings), ids=lambda f: f.name.upper())

@@ -20,7 +20,7 @@ OUT_OF_SCOPE = "not the in-memory broker: out of this measurement's scope"
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """``import dramatiq.x`` gives ``broker.x`` (the README table's package rename)."""
+    """``import dramatiq.x`` gives ``broker.x`` (the package rename in docs/tasks.md's table)."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "dramatiq" and not fullname.startswith("dramatiq."):

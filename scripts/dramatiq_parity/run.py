@@ -4,7 +4,7 @@
 
 Obtains Dramatiq 2.2.0's test files at run time, into a temporary directory (``git archive`` of
 the tag from ``--source``: a local clone or mirror, or the upstream repository, cloned shallowly),
-never into this repository. Applies only the renames the README's "Coming from Dramatiq" table
+never into this repository. Applies only the renames the task guide's "Coming from Dramatiq" table
 documents (each listed in ``RENAMES`` with the table text it stands for; the run refuses to start
 if that text is missing from the table), gives the files this project's own ``conftest.py`` and
 ``common.py`` (in-memory broker and stub backends; fixtures of other brokers and servers skip),
@@ -57,7 +57,7 @@ FILES = [
     "middleware/test_shutdown.py",
 ]
 
-# (pattern, replacement, the text of the README table row that documents it). The package name
+# (pattern, replacement, the text of the docs/tasks.md table row that documents it). The package name
 # itself (dramatiq -> broker) is mapped at import time by the harness's conftest, not in the text.
 RENAMES = [
     (r"\bqueue_name\b", "topic", "`queue_name=`"),
@@ -68,21 +68,21 @@ RENAMES = [
 OUT_OF_SCOPE = "not the in-memory broker"
 
 
-def table_text(readme: Path) -> str:
-    """The README's "Coming from Dramatiq" section."""
-    text = readme.read_text()
-    start = text.index("### Coming from Dramatiq")
+def table_text(guide: Path) -> str:
+    """The task guide's "Coming from Dramatiq" section."""
+    text = guide.read_text()
+    start = text.index("## Coming from Dramatiq")
     end = text.find("\n## ", start)
     return text[start : end if end > 0 else None]
 
 
-def check_renames(readme: Path) -> None:
-    table = table_text(readme)
+def check_renames(guide: Path) -> None:
+    table = table_text(guide)
     missing = [row for _, _, row in RENAMES if row not in table]
     if missing:
-        sys.exit(f"renames not documented in the README's Dramatiq table: {', '.join(missing)}")
+        sys.exit(f"renames not documented in docs/tasks.md's Dramatiq table: {', '.join(missing)}")
     if "`dramatiq`" not in table or "`broker`" not in table:
-        sys.exit("the README's Dramatiq table does not document the package rename (`dramatiq` -> `broker`)")
+        sys.exit("docs/tasks.md's Dramatiq table does not document the package rename (`dramatiq` -> `broker`)")
 
 
 def obtain(source: str, into: Path) -> None:
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the summary as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (printed)")
     args = parser.parse_args(argv)
-    check_renames(ROOT / "README.md")  # the renames this checkout's table documents
+    check_renames(ROOT / "docs" / "tasks.md")  # the renames this checkout's table documents
     into = Path(tempfile.mkdtemp(prefix="dramatiq-parity-"))
     try:
         obtain(args.source, into)

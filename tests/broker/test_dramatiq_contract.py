@@ -1,4 +1,4 @@
-"""Where the README's "Coming from Dramatiq" table says "the same", it is (issue 23, items 2-5):
+"""Where the "Coming from Dramatiq" table (docs/tasks.md) says "the same", it is (issue 23, items 2-5):
 each behaviour as Dramatiq 2.2 has it, checked by our own tests (on Kafka too where Kafka is
 involved: conftest.env)."""
 
