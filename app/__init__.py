@@ -103,7 +103,13 @@ def register_request_hooks(app: Flask) -> None:
 
     register(app)
     settings = app.config["SETTINGS"]
-    register_load_shedding(app, settings.api_max_in_flight, settings.api_max_loop_lag_ms)  # after the log's hooks
+    register_load_shedding(  # after the log's hooks
+        app,
+        settings.api_max_in_flight,
+        settings.api_max_loop_lag_ms,
+        reads_first=bool(settings.api_reads_first),
+        max_write_wait_ms=settings.api_max_write_wait_ms,
+    )
     from app.ratelimit import register_refused_rate_limit
 
     register_refused_rate_limit(app)  # after the log's hooks too: the log records the 429

@@ -17,6 +17,7 @@ from app.ratelimit import check_event_rate
 from app.schemas import event_schema
 from app.services import services
 from broker import BrokerUnavailable, MessageTooLarge
+from core import turns
 from tasks import process_event
 
 blueprint = Blueprint("events", __name__)
@@ -52,6 +53,7 @@ def post_event() -> ResponseReturnValue:
             return prepared  # a malformed key
     # the rate limits and the key's claim in one Redis round trip (app/ratelimit.py)
     denied, found = check_event_rate(data["device_id"], subject, claim=prepared)
+    turns.give_way()  # back from Redis: reads first (core/turns.py)
     if denied is not None:
         return denied
     held = None
@@ -71,6 +73,7 @@ def post_event() -> ResponseReturnValue:
     if held is not None:
         event["idempotency_key"] = held.hashed  # the worker stores a retry once even without Redis
     response, status = _enqueue(event)
+    turns.give_way()  # back from Kafka's acknowledgement: reads first
     if held is not None:
         idempotency.settle(services(), held, status=status, request_id=g.request_id)
     return response, status

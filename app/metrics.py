@@ -26,7 +26,7 @@ IN_FLIGHT = Gauge("http_requests_in_flight", "Requests in progress, as load shed
                   multiprocess_mode="livesum")  # fmt: skip
 SHED = Counter(
     "http_requests_shed_total", "Requests refused with 503 by load shedding", ["reason"]
-)  # in_flight | loop_lag
+)  # in_flight | loop_lag | write_wait
 
 blueprint = Blueprint("metrics", __name__)
 

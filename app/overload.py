@@ -42,9 +42,11 @@ from gevent import monkey
 
 from app.errors import error_response
 from app.metrics import IN_FLIGHT, SHED
+from core import turns
 
 # health checks (a busy task is not a dead one) and the metrics that show the overload
 NEVER_SHED = frozenset({"health.healthz", "health.readyz", "metrics.metrics"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RETRY_AFTER_SECONDS = "1"
 
 
@@ -107,13 +109,20 @@ def _gevent_active() -> bool:
     return monkey.is_module_patched("socket")
 
 
-def register_load_shedding(app: Flask, limit: int, max_lag_ms: int = 0) -> None:
+def register_load_shedding(
+    app: Flask, limit: int, max_lag_ms: int = 0, *, reads_first: bool = False, max_write_wait_ms: int = 0
+) -> None:
     """Shed requests beyond ``limit`` in flight or while the event loop lags more than
-    ``max_lag_ms`` (0: that signal off). Register after the request-log hooks, so a shed request
+    ``max_lag_ms`` (0: that signal off). With ``reads_first`` (core/turns.py), an admitted write
+    gives way to every ready read, and new writes are shed while the oldest queued one has waited
+    more than ``max_write_wait_ms``. Register after the request-log hooks, so a shed request
     still gets its request id, its log line and its metrics."""
+    turns.enable(reads_first)
+    reads_first = turns.enabled()
+    max_write_wait = max_write_wait_ms / 1000 if reads_first else 0
     in_flight = InFlight(limit) if limit > 0 else None
     loop_lag = LoopLag() if max_lag_ms > 0 and _gevent_active() else None
-    if in_flight is None and loop_lag is None:
+    if in_flight is None and loop_lag is None and not reads_first:
         return
     if in_flight is not None:
         app.extensions["in_flight"] = in_flight
@@ -131,12 +140,16 @@ def register_load_shedding(app: Flask, limit: int, max_lag_ms: int = 0) -> None:
             return None
         if loop_lag is not None and loop_lag.seconds() > max_lag:
             return shed("loop_lag")
-        if in_flight is None:
-            return None
-        if not in_flight.enter():
-            return shed("in_flight")
-        g.admitted = True
-        IN_FLIGHT.inc()
+        write = reads_first and request.method not in READ_METHODS
+        if write and max_write_wait and turns.oldest_wait() > max_write_wait:
+            return shed("write_wait")
+        if in_flight is not None:
+            if not in_flight.enter():
+                return shed("in_flight")
+            g.admitted = True
+            IN_FLIGHT.inc()
+        if write:
+            turns.give_way()  # reads first: the rest of this write runs when no read is ready
         return None
 
     @app.teardown_request

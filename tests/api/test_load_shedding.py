@@ -112,6 +112,35 @@ def _metric(url: str, token: str, name: str) -> float:
     return values[0] if values else 0.0
 
 
+def _reads_first_app(settings, monkeypatch, oldest_wait: float):
+    """An app with reads first on (as under gunicorn's gevent worker) whose oldest queued write
+    has waited ``oldest_wait`` seconds."""
+    from core import turns
+
+    monkeypatch.setattr(turns, "_enabled", {})
+    monkeypatch.setattr(turns.monkey, "is_module_patched", lambda name: True)
+    monkeypatch.setattr(turns, "give_way", lambda: None)  # the test client runs no gevent loop
+    monkeypatch.setattr(turns, "oldest_wait", lambda: oldest_wait)
+    changes = {"api_reads_first": 1, "api_max_write_wait_ms": 100, "rate_limit_events": "1000/second"}
+    return create_app(settings.replace(**changes), broker=StubBroker())
+
+
+def test_writes_are_shed_at_once_while_the_oldest_write_waits_too_long(settings, monkeypatch, make_token, unique):
+    app = _reads_first_app(settings, monkeypatch, oldest_wait=0.5)
+    token = make_token(roles=("admin",), sub=f"wait-{unique}")
+    refused = _post(app, token, f"wait-{unique}")
+    assert refused.status_code == 503 and refused.json["error"] == "overloaded"
+    assert refused.headers["Retry-After"] == "1"
+    read = app.test_client().get(f"/resource/wait-{unique}", headers={"Authorization": f"Bearer {token}"})
+    assert read.status_code == 404  # reads are never shed for the writes' queue: served (not found)
+
+
+def test_writes_are_admitted_while_the_queue_moves(settings, monkeypatch, make_token, unique):
+    app = _reads_first_app(settings, monkeypatch, oldest_wait=0.05)
+    token = make_token(roles=("admin",), sub=f"moves-{unique}")
+    assert _post(app, token, f"moves-{unique}").status_code == 202
+
+
 @pytest.mark.slow
 def test_under_gunicorn_a_kafka_stall_fills_the_ceiling_and_the_rest_is_refused_at_once(settings, make_token, unique):
     """The real thing: gunicorn with a gevent worker, Kafka frozen from outside (SIGSTOP) so the
