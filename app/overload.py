@@ -107,16 +107,19 @@ def _gevent_active() -> bool:
     return monkey.is_module_patched("socket")
 
 
-def register_load_shedding(app: Flask, limit: int, max_lag_ms: int = 0) -> None:
-    """Shed requests beyond ``limit`` in flight or while the event loop lags more than
-    ``max_lag_ms`` (0: that signal off). Register after the request-log hooks, so a shed request
-    still gets its request id, its log line and its metrics."""
-    in_flight = InFlight(limit) if limit > 0 else None
+def in_flight_limit(limit: int) -> InFlight | None:
+    """The count of requests in flight with ``limit`` as its ceiling (``API_MAX_IN_FLIGHT``);
+    None for 0, that signal off."""
+    return InFlight(limit) if limit > 0 else None
+
+
+def register_load_shedding(app: Flask, in_flight: InFlight | None, max_lag_ms: int = 0) -> None:
+    """Shed requests beyond ``in_flight``'s ceiling (None: that signal off) or while the event
+    loop lags more than ``max_lag_ms`` (0: that signal off). Register after the request-log
+    hooks, so a shed request still gets its request id, its log line and its metrics."""
     loop_lag = LoopLag() if max_lag_ms > 0 and _gevent_active() else None
     if in_flight is None and loop_lag is None:
         return
-    if in_flight is not None:
-        app.extensions["in_flight"] = in_flight
     max_lag = max_lag_ms / 1000
 
     def shed(why: str) -> ResponseReturnValue:

@@ -17,8 +17,9 @@ What it keeps and for how long, and why that is safe:
   every request; only the signature and claim decoding is skipped.
 - Bounded: at most ``max_entries``; the oldest entry goes first.
 
-One instance per Flask app (its settings: key, algorithms, audience), held in
-``app.extensions``; gevent switches greenlets only at I/O, so dict operations need no lock.
+One instance per Flask app (its settings: key, algorithms, audience), held in its services
+(:attr:`app.services.Services.verified_tokens`); gevent switches greenlets only at I/O, so dict
+operations need no lock.
 """
 
 from __future__ import annotations

@@ -128,13 +128,14 @@ def test_setup_reads_the_environment_once_per_process():
 
 def test_with_tracing_off_the_app_and_its_clients_have_no_hooks(settings, keep_global_broker):
     from app import create_app
+    from app.services import services as app_services
     from broker import StubBroker
 
     tracing.reset()
     stub = StubBroker()
     app = create_app(settings, broker=stub)
     try:
-        services = app.extensions["device_backend"]
+        services = app_services(app)
         assert getattr(app.wsgi_app, "__func__", None) is type(app).wsgi_app  # no WSGI wrapper around the app
         assert not app.before_request_funcs.get(None) or all(
             "opentelemetry" not in f.__module__ for f in app.before_request_funcs[None]
@@ -175,11 +176,12 @@ def test_log_lines_carry_the_active_spans_ids_only_while_tracing_is_on(traced):
 def test_with_tracing_on_the_same_checks_see_every_hook(settings, traced, keep_global_broker):
     """The control for the test above: its checks do see the hooks when they are there."""
     from app import create_app
+    from app.services import services as app_services
     from broker import StubBroker
 
     stub = StubBroker()
     app = create_app(settings, broker=stub)
-    services = app.extensions["device_backend"]
+    services = app_services(app)
     try:
         assert getattr(app.wsgi_app, "__func__", None) is not type(app).wsgi_app
         listeners = list(services.engine.dispatch.before_cursor_execute)

@@ -20,7 +20,7 @@ from functools import wraps
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, abort, current_app, g, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, g, make_response, redirect, render_template, request, url_for
 
 from app.admin import data
 from app.admin.charts import line_chart
@@ -34,10 +34,11 @@ from app.admin.sessions import (
     start_session,
 )
 from app.auth import TokenRejected, verify_admin_token
-from app.services import services
+from app.services import services, settings
 from broker import get_broker
 from broker.errors import BrokerError
 from broker.telemetry import TelemetryReader
+from core.settings import Settings
 from core.wiring import telemetry_prefix
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,8 @@ def redis_unavailable(exc: redis.RedisError) -> Any:
     return render_template("admin/done.html", message="Redis did not answer: try again shortly."), 503
 
 
-def _settings() -> Any:
-    return current_app.config["SETTINGS"]
+def _settings() -> Settings:
+    return settings()
 
 
 def _secure_cookies() -> bool:
