@@ -199,7 +199,7 @@ def test_the_worker_entry_point_puts_tracing_first_and_instruments_the_tasks_cli
     from core import runtime
 
     try:
-        previous = runtime.resources()
+        previous = runtime.clients()
     except RuntimeError:
         previous = None
     import logging as std_logging
@@ -212,12 +212,12 @@ def test_the_worker_entry_point_puts_tracing_first_and_instruments_the_tasks_cli
         assert names[0] == "Tracing"  # first: it sees the retry decision
         # after-hooks run in reverse: the time limit is disarmed before Telemetry writes to Redis
         assert names.index("Telemetry") < names.index("TimeLimit")
-        clients = runtime.resources()
+        clients = runtime.clients()
         assert clients.redis._is_instrumented_by_opentelemetry
         listeners = list(clients.engine.dispatch.before_cursor_execute)
         assert any("opentelemetry" in getattr(f, "__module__", "") for f in listeners)
     finally:
-        runtime.resources().engine.dispose()
+        runtime.clients().engine.dispose()
         broker.close()
         if previous is not None:
             runtime.configure(previous)
