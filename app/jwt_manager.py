@@ -2,8 +2,8 @@
 
 flask-jwt-extended 4.7 decodes every token twice: once without verifying, to hand the claims
 to the key loader, then again for real. Our key loader needs only the header (the algorithm's
-key, or the ``kid`` for a JWKS), so the unverified pass is pure cost: on a cache hit it was a
-third of the JWT time. This subclass reads the header alone, picks the key, and verifies once.
+key, or the ``kid`` for a JWKS), so the unverified pass is pure cost (what it cost is in
+``docs/performance.md``). This subclass reads the header alone, picks the key, and verifies once.
 
 It overrides a private method, so the module checks the pinned version and the private names it
 relies on at import and fails loudly on a mismatch (as ``broker/brokers/kafka_internals.py``

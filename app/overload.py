@@ -4,10 +4,9 @@ loop runs more than ``API_MAX_LOOP_LAG_MS`` late.
 
 Why: a gevent worker takes every connection it is offered. Offered more than it can serve, it
 serves everything more slowly, until answers come after the clients have given up and the
-work done for them is wasted. Measured on the 2-core machine: 1,000 POST/s offered to an API
-that serves about 750/s answered 11 % within vegeta's 10 s (p99 18 s). With a cap, what is
-admitted is served in bounded time and the excess learns at once to come back later, as with
-the 503 a Kafka outage gives (devices already retry on 503 + Retry-After).
+work done for them is wasted (``docs/performance.md`` has what that looked like). With a cap,
+what is admitted is served in bounded time and the excess learns at once to come back later, as
+with the 503 a Kafka outage gives (devices already retry on 503 + Retry-After).
 
 What counts: requests between ``before_request`` and ``teardown_request``, so a request waiting
 for Kafka's acknowledgement counts too; a Kafka stall therefore also sheds new work instead of
@@ -18,15 +17,15 @@ balancer or ECS that saw failing health checks would replace a task that is only
 Two signals, because overload comes two ways. When Kafka stalls, requests pile up waiting for
 acknowledgements: the in-flight count sees it. When the CPU is short, the wait happens before a
 request reaches Flask: hundreds of connections queue for the CPU inside gevent while few are in
-flight (measured: p50 2.9 s with nothing shed on the in-flight count alone). The event loop's
-lag sees that: how late a timer greenlet runs is how long any ready request waits for the CPU.
-It is what event-loop servers elsewhere shed on (fastify's under-pressure, Node's toobusy).
+flight, so the in-flight count alone sheds nothing while the latency grows to seconds. The event
+loop's lag sees that: how late a timer greenlet runs is how long any ready request waits for the
+CPU. It is what event-loop servers elsewhere shed on (fastify's under-pressure, Node's toobusy).
 
 Sizing: the steady in-flight count is the rate times the latency (1,000 req/s at 20 ms is 20), so
 the default of 256 is reached only under overload or when Kafka stalls for a quarter of a second
-at that rate. A healthy loop lags a few milliseconds and overload drives it to seconds (p50 2.9 s
-above); the default of 500 ms leaves room for a start-up stall or a busy moment on a shared
-machine, which should not turn clients away. 0 turns either signal off.
+at that rate. A healthy loop lags a few milliseconds and overload drives it to seconds; the
+default of 500 ms leaves room for a start-up stall or a busy moment on a shared machine, which
+should not turn clients away. 0 turns either signal off.
 """
 
 from __future__ import annotations

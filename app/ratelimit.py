@@ -2,10 +2,11 @@
 
 The ``limits`` library (flask-limiter's engine) supplies the Redis storage (``REDIS_URL``), the
 key names and the moving-window strategy. Every limit for both scopes is checked in *one* Lua
-script, one round trip (the library's ``hit`` takes one key a call: two scripts a request were a
-fifth of a POST's CPU). The script is the library's ``acquire_moving_window`` for several keys,
-all or nothing: a request refused for its subject no longer uses up its device's allowance.
-The library's own ``get_window_stats`` still reads the same keys for ``Retry-After``.
+script, one round trip (the library's ``hit`` takes one key a call, a round trip each; what the
+extra round trips cost is in ``docs/performance.md``). The script is the library's
+``acquire_moving_window`` for several keys, all or nothing: a request refused for its subject no
+longer uses up its device's allowance. The library's own ``get_window_stats`` still reads the
+same keys for ``Retry-After``.
 
 A request with an ``Idempotency-Key`` has its key claimed in the same script, after the windows
 took the hit (:func:`app.idempotency.prepare` / :func:`app.idempotency.resolve`): one round trip
@@ -13,8 +14,8 @@ for both checks instead of two or three.
 
 The check runs inside the view rather than as a route decorator, because the device id is known
 only once the body is validated and the subject only once the token is verified; so
-flask-limiter's Flask extension is not used at all (its hook cost every request, limited or not,
-about 4 % of a cache hit). If Redis is down the limit fails open (serving events matters more
+flask-limiter's Flask extension is not used at all (its ``before_request`` hook ran on every
+request, limited or not). If Redis is down the limit fails open (serving events matters more
 than limiting them), through the API's Redis breaker (:meth:`app.services.Services.redis_failed`):
 one warning, then Redis is skipped a while. Only Redis's own errors open it: an exception from
 our code (a bug) is a 500 for that request, not a reason to stop limiting every request.

@@ -1,8 +1,9 @@
 """Claims of the tokens this process verified lately, so a token's next request skips PyJWT.
 
 A device sends many requests with one token; verifying it again each time (base64, two JSON
-parses, an HMAC or RSA check, the claim checks) was an eighth of a cache hit's CPU. Gateways do
-the same (Envoy's ``jwt_authn`` keeps a verified-JWT cache).
+parses, an HMAC or RSA check, the claim checks) was a large share of a cache hit's CPU (the JWT
+share before and after is in ``docs/performance.md``). Gateways do the same (Envoy's
+``jwt_authn`` keeps a verified-JWT cache).
 
 What it keeps and for how long, and why that is safe:
 
