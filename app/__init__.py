@@ -118,8 +118,8 @@ def register_request_hooks(app: Flask) -> None:
     from app.services import services
 
     register(app)
-    held = services(app)
-    register_load_shedding(app, held.in_flight, held.settings.api_max_loop_lag_ms)  # after the log's hooks
+    state = services(app)
+    register_load_shedding(app, state.in_flight, state.settings.api_max_loop_lag_ms)  # after the log's hooks
     from app.ratelimit import register_refused_rate_limit
 
     register_refused_rate_limit(app)  # after the log's hooks too: the log records the 429

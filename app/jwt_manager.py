@@ -62,14 +62,14 @@ class SingleDecodeJWTManager(JWTManager):
     def _decode_jwt_from_config(  # type: ignore[override]
         self, encoded_token: str, csrf_value: Any = None, allow_expired: bool = False
     ) -> dict:
-        held = services()
-        verified = held.verified_tokens if csrf_value is None and not allow_expired else None
+        state = services()
+        verified = state.verified_tokens if csrf_value is None and not allow_expired else None
         if verified is not None:
             claims = verified.get(encoded_token)
             if claims is not None:
                 return claims
             claims = self._verify(encoded_token, csrf_value, allow_expired)
-            keys = held.jwks  # a remembered token never outlives its key set
+            keys = state.jwks  # a remembered token never outlives its key set
             verified.put(encoded_token, claims, not_after=keys.expires_at() if keys is not None else None)
             return claims
         return self._verify(encoded_token, csrf_value, allow_expired)
