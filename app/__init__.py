@@ -2,7 +2,9 @@
 
 Modules never import an application object; they use ``current_app``. Extensions are created
 unbound in :mod:`app.extensions` and bound here. Clients (DB pool, Redis, Kafka broker) come from
-:mod:`core.wiring`, built per process by the factory, which gunicorn calls in each worker after fork.
+:mod:`core.wiring`, built per process by the factory, which gunicorn calls in each worker after fork;
+they and everything else the app builds once from its settings are one typed object,
+:class:`app.services.Services` (``services()``, ``settings()``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     """Build the API. ``settings`` default to the environment; ``broker`` to Kafka from settings."""
     settings = settings or load_settings()
     app = Flask(__name__)
-    app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     register_services(app, settings, broker)
     register_extensions(app, settings)
@@ -36,25 +37,39 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
 
 
 def register_services(app: Flask, settings: Settings, broker: Broker | None) -> None:
-    from app.services import Services
+    """The app's per-process state, built once from ``settings`` (:mod:`app.services`)."""
+    from app import openapi
+    from app.auth import build_key_set, build_verified_tokens
+    from app.health import Readiness
+    from app.overload import in_flight_limit
+    from app.ratelimit import build_rate_limits
+    from app.services import Services, register
 
     clients = build_clients(settings, broker=broker)
     set_broker(clients.broker)  # process_event.send() goes through the global broker
-    app.extensions["device_backend"] = Services(clients)
+    services = Services(
+        clients=clients,
+        rate_limits=build_rate_limits(settings),
+        readiness=Readiness(),
+        openapi_spec=openapi.build_spec(),
+        verified_tokens=build_verified_tokens(settings),
+        jwks=build_key_set(settings),
+        in_flight=in_flight_limit(settings.api_max_in_flight),
+    )
+    register(app, services)
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:
     from app.auth import configure_jwt
     from app.extensions import cache
-    from app.ratelimit import configure_rate_limits
+    from app.services import services
 
     configure_jwt(app, settings)
-    configure_rate_limits(app, settings)
     cache.init_app(
         app,
         config={
             "CACHE_TYPE": "RedisCache",
-            "CACHE_REDIS_HOST": app.extensions["device_backend"].redis,  # share the client and its pool
+            "CACHE_REDIS_HOST": services(app).redis,  # share the client and its pool
             "CACHE_KEY_PREFIX": "",  # keys are exactly resource:{id}; never call cache.clear() (FLUSHDB)
             "CACHE_SERIALIZER": _JSONSerializer,  # plain JSON, never pickle (a class, not a dotted string)
             "CACHE_DEFAULT_TIMEOUT": settings.cache_ttl_seconds,
@@ -72,15 +87,16 @@ class _JSONSerializer(JSONSerializer):
 def register_tracing(app: Flask) -> None:
     """Request, PostgreSQL, Redis and enqueue spans when ``OTEL_*`` turns tracing on (core.tracing);
     with it off, nothing is installed."""
+    from app.services import services
     from core import tracing
 
     provider = tracing.setup("device-api")
     if provider is None:
         return
-    services = app.extensions["device_backend"]
+    clients = services(app).clients
     tracing.instrument_app(app, provider)
-    tracing.instrument_clients(services.clients, provider)
-    tracing.trace_broker(services.clients.broker, provider)
+    tracing.instrument_clients(clients, provider)
+    tracing.trace_broker(clients.broker, provider)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -88,7 +104,6 @@ def register_blueprints(app: Flask) -> None:
 
     for module in (health, events, resources, metrics, openapi, admin):
         app.register_blueprint(module.blueprint)
-    app.extensions["openapi"] = openapi.build_spec()
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -100,15 +115,16 @@ def register_errorhandlers(app: Flask) -> None:
 def register_request_hooks(app: Flask) -> None:
     from app.overload import register_load_shedding
     from app.requestlog import register_request_hooks as register
+    from app.services import services
 
     register(app)
-    settings = app.config["SETTINGS"]
+    state = services(app)
     register_load_shedding(  # after the log's hooks
         app,
-        settings.api_max_in_flight,
-        settings.api_max_loop_lag_ms,
-        reads_first=bool(settings.api_reads_first),
-        max_write_wait_ms=settings.api_max_write_wait_ms,
+        state.in_flight,
+        state.settings.api_max_loop_lag_ms,
+        reads_first=bool(state.settings.api_reads_first),
+        max_write_wait_ms=state.settings.api_max_write_wait_ms,
     )
     from app.ratelimit import register_refused_rate_limit
 

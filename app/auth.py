@@ -28,12 +28,14 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import jwt as pyjwt
-from flask import Flask, current_app
+from flask import Flask
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
 from app.errors import error_response
 from app.extensions import jwt
 from app.jwks import KeySet
+from app.services import services
+from app.services import settings as current_settings
 from app.verified_tokens import VerifiedTokens
 from core.settings import Settings
 
@@ -59,13 +61,6 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
         app.config["JWT_PUBLIC_KEY"] = settings.jwt_public_key
         app.config["JWT_SECRET_KEY"] = None
     jwt.init_app(app)
-    if settings.jwt_verified_cache_seconds > 0:
-        app.extensions["verified_tokens"] = VerifiedTokens(
-            max_age=settings.jwt_verified_cache_seconds, leeway=settings.jwt_leeway_seconds
-        )
-    if settings.jwt_jwks_url and not settings.jwt_algorithm.startswith("HS"):
-        # the key set expires after JWT_JWKS_CACHE_SECONDS, and each key with it (app/jwks.py)
-        app.extensions["jwks"] = KeySet(settings.jwt_jwks_url, lifespan=settings.jwt_jwks_cache_seconds)
 
     def unauthorized(message: str) -> Any:
         return error_response(401, "unauthorized", message)
@@ -82,6 +77,22 @@ def configure_jwt(app: Flask, settings: Settings) -> None:
     # The JWTManager is shared by every app of the process: its callbacks read the current app.
     jwt.token_verification_loader(_within_policy)
     jwt.decode_key_loader(_verification_key)
+
+
+def build_verified_tokens(settings: Settings) -> VerifiedTokens | None:
+    """The claims of tokens verified lately (:mod:`app.verified_tokens`); None when
+    ``JWT_VERIFIED_CACHE_SECONDS`` is 0."""
+    if settings.jwt_verified_cache_seconds <= 0:
+        return None
+    return VerifiedTokens(max_age=settings.jwt_verified_cache_seconds, leeway=settings.jwt_leeway_seconds)
+
+
+def build_key_set(settings: Settings) -> KeySet | None:
+    """The identity provider's keys (``JWT_JWKS_URL``, RS*/ES* only); None without one. The key
+    set expires after ``JWT_JWKS_CACHE_SECONDS``, and each key with it (:mod:`app.jwks`)."""
+    if not settings.jwt_jwks_url or settings.jwt_algorithm.startswith("HS"):
+        return None
+    return KeySet(settings.jwt_jwks_url, lifespan=settings.jwt_jwks_cache_seconds)
 
 
 def _strings(value: Any) -> bool:
@@ -105,23 +116,23 @@ def claims_problem(claims: dict[str, Any]) -> str | None:
 def _within_policy(header: dict[str, Any], claims: dict[str, Any]) -> bool:
     """A token must expire, and not too far ahead: a stolen token is worth at most
     JWT_MAX_TTL_SECONDS (measured from iat, or from now for a token without one)."""
-    settings = current_app.config["SETTINGS"]
     expires = claims.get("exp")
     if isinstance(expires, bool) or not isinstance(expires, int | float):
         return False
     issued = claims.get("iat")
     start = issued if isinstance(issued, int | float) and not isinstance(issued, bool) else time.time()
-    return expires - start <= settings.jwt_max_ttl_seconds + settings.jwt_leeway_seconds
+    policy = current_settings()
+    return expires - start <= policy.jwt_max_ttl_seconds + policy.jwt_leeway_seconds
 
 
 def _verification_key(header: dict[str, Any], claims: dict[str, Any]) -> Any:
     """The HS secret or the RS public key; with ``JWT_JWKS_URL``, the identity provider's key
     named by the token's ``kid``, as real providers rotate keys. A token without ``kid``, or with
     one the provider does not publish, is a 401."""
-    settings = current_app.config["SETTINGS"]
-    keys = current_app.extensions.get("jwks")
+    keys = services().jwks
     if keys is None:
-        return settings.jwt_secret if settings.jwt_algorithm.startswith("HS") else settings.jwt_public_key
+        config = current_settings()
+        return config.jwt_secret if config.jwt_algorithm.startswith("HS") else config.jwt_public_key
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise pyjwt.InvalidTokenError("the token names no key (kid)")
@@ -209,7 +220,7 @@ def scope_denial(resource_id: str, *, reading: bool) -> Any | None:
     scope = device_scope(claims)
     if "device" in roles:
         if scope is None:
-            if current_app.config["SETTINGS"].is_development:
+            if current_settings().is_development:
                 return None
             return error_response(403, "forbidden", "a device token must name its device (device_id or devices)")
         if resource_id not in scope:

@@ -7,7 +7,9 @@ import datetime as dt
 
 import click
 import jwt as pyjwt
-from flask import Flask, current_app
+from flask import Flask
+
+from app.services import settings
 
 
 def register_commands(app: Flask) -> None:
@@ -19,8 +21,8 @@ def register_commands(app: Flask) -> None:
     @click.option("--devices", default="", help="device scope: comma-separated device ids")
     def token(sub: str, roles: str, ttl: int, device: str, devices: str) -> None:
         """Print a token signed with JWT_SECRET (HS* only), shaped like the architecture document's."""
-        settings = current_app.config["SETTINGS"]
-        if not settings.jwt_algorithm.startswith("HS"):
+        config = settings()
+        if not config.jwt_algorithm.startswith("HS"):
             raise click.ClickException("minting needs an HS* algorithm and JWT_SECRET")
         claims = {
             "sub": sub,
@@ -32,4 +34,4 @@ def register_commands(app: Flask) -> None:
             claims["device_id"] = device
         if devices:
             claims["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
-        click.echo(pyjwt.encode(claims, settings.jwt_secret, algorithm=settings.jwt_algorithm))
+        click.echo(pyjwt.encode(claims, config.jwt_secret, algorithm=config.jwt_algorithm))

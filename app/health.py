@@ -4,6 +4,7 @@ Redis and Kafka are reachable) for the load balancer and orchestrator."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
@@ -23,20 +24,27 @@ def healthz() -> ResponseReturnValue:
 READY_CACHE_SECONDS = 1.0  # a flood of /readyz costs one round of checks per second, not a DB connection each
 
 
+@dataclass
+class Readiness:
+    """The last round of readiness checks in this process (when, by ``time.monotonic()``, and the
+    results), and the single flight that runs a round at a time."""
+
+    checked: tuple[float, dict[str, str]] | None = None
+    flights: SingleFlight[dict[str, str]] = field(default_factory=SingleFlight)
+
+
 @blueprint.get("/readyz")
 def readyz() -> ResponseReturnValue:
     """The checks' result, computed at most once a second per process (requests arriving while a
     round runs share it): /readyz is unauthenticated and never shed, so without this a flood of
     it took a PostgreSQL connection per request from the pool the devices need."""
-    cached = current_app.extensions.get("readiness")
+    readiness = services().readiness
+    cached = readiness.checked
     now = time.monotonic()
     if cached is None or now - cached[0] >= READY_CACHE_SECONDS:
-        flights = current_app.extensions.get("readiness_flight")
-        if flights is None:
-            flights = current_app.extensions["readiness_flight"] = SingleFlight()
-        results, _ = flights.do("readyz", _run_checks)
+        results, _ = readiness.flights.do("readyz", _run_checks)
         cached = (time.monotonic(), results)
-        current_app.extensions["readiness"] = cached
+        readiness.checked = cached
     results = cached[1]
     ready = all(v == "ok" for v in results.values())
     return {"status": "ready" if ready else "unavailable", "checks": results}, 200 if ready else 503

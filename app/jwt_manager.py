@@ -2,8 +2,8 @@
 
 flask-jwt-extended 4.7 decodes every token twice: once without verifying, to hand the claims
 to the key loader, then again for real. Our key loader needs only the header (the algorithm's
-key, or the ``kid`` for a JWKS), so the unverified pass is pure cost: on a cache hit it was a
-third of the JWT time. This subclass reads the header alone, picks the key, and verifies once.
+key, or the ``kid`` for a JWKS), so the unverified pass is pure cost (what it cost is in
+``docs/performance.md``). This subclass reads the header alone, picks the key, and verifies once.
 
 It overrides a private method, so the module checks the pinned version and the private names it
 relies on at import and fails loudly on a mismatch (as ``broker/brokers/kafka_internals.py``
@@ -16,10 +16,11 @@ from typing import Any
 
 import flask_jwt_extended
 import jwt as pyjwt
-from flask import current_app
 from flask_jwt_extended import JWTManager
 from flask_jwt_extended import tokens as _tokens
 from flask_jwt_extended.config import config as _config
+
+from app.services import services
 
 PINNED_VERSION = "4.7.4"
 
@@ -55,19 +56,20 @@ class SingleDecodeJWTManager(JWTManager):
     """Verify each token with one PyJWT decode; the key loader sees the header and no claims.
 
     A token verified lately by this app is not decoded again (:mod:`app.verified_tokens`, held
-    in ``app.extensions["verified_tokens"]`` when the app enables it).
+    in :attr:`app.services.Services.verified_tokens` when the app enables it).
     """
 
     def _decode_jwt_from_config(  # type: ignore[override]
         self, encoded_token: str, csrf_value: Any = None, allow_expired: bool = False
     ) -> dict:
-        verified = current_app.extensions.get("verified_tokens") if csrf_value is None and not allow_expired else None
+        state = services()
+        verified = state.verified_tokens if csrf_value is None and not allow_expired else None
         if verified is not None:
             claims = verified.get(encoded_token)
             if claims is not None:
                 return claims
             claims = self._verify(encoded_token, csrf_value, allow_expired)
-            keys = current_app.extensions.get("jwks")  # a remembered token never outlives its key set
+            keys = state.jwks  # a remembered token never outlives its key set
             verified.put(encoded_token, claims, not_after=keys.expires_at() if keys is not None else None)
             return claims
         return self._verify(encoded_token, csrf_value, allow_expired)

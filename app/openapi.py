@@ -6,9 +6,10 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, current_app
+from flask import Blueprint
 
 from app.schemas import AcceptedSchema, ErrorSchema, EventSchema, ResourceSchema
+from app.services import services
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -75,4 +76,4 @@ def build_spec() -> dict[str, Any]:
 
 @blueprint.get("/openapi.json")
 def openapi() -> dict[str, Any]:
-    return current_app.extensions["openapi"]
+    return services().openapi_spec

@@ -4,10 +4,9 @@ loop runs more than ``API_MAX_LOOP_LAG_MS`` late.
 
 Why: a gevent worker takes every connection it is offered. Offered more than it can serve, it
 serves everything more slowly, until answers come after the clients have given up and the
-work done for them is wasted. Measured on the 2-core machine: 1,000 POST/s offered to an API
-that serves about 750/s answered 11 % within vegeta's 10 s (p99 18 s). With a cap, what is
-admitted is served in bounded time and the excess learns at once to come back later, as with
-the 503 a Kafka outage gives (devices already retry on 503 + Retry-After).
+work done for them is wasted (``docs/performance.md`` has what that looked like). With a cap,
+what is admitted is served in bounded time and the excess learns at once to come back later, as
+with the 503 a Kafka outage gives (devices already retry on 503 + Retry-After).
 
 What counts: requests between ``before_request`` and ``teardown_request``, so a request waiting
 for Kafka's acknowledgement counts too; a Kafka stall therefore also sheds new work instead of
@@ -18,15 +17,15 @@ balancer or ECS that saw failing health checks would replace a task that is only
 Two signals, because overload comes two ways. When Kafka stalls, requests pile up waiting for
 acknowledgements: the in-flight count sees it. When the CPU is short, the wait happens before a
 request reaches Flask: hundreds of connections queue for the CPU inside gevent while few are in
-flight (measured: p50 2.9 s with nothing shed on the in-flight count alone). The event loop's
-lag sees that: how late a timer greenlet runs is how long any ready request waits for the CPU.
-It is what event-loop servers elsewhere shed on (fastify's under-pressure, Node's toobusy).
+flight, so the in-flight count alone sheds nothing while the latency grows to seconds. The event
+loop's lag sees that: how late a timer greenlet runs is how long any ready request waits for the
+CPU. It is what event-loop servers elsewhere shed on (fastify's under-pressure, Node's toobusy).
 
 Sizing: the steady in-flight count is the rate times the latency (1,000 req/s at 20 ms is 20), so
 the default of 256 is reached only under overload or when Kafka stalls for a quarter of a second
-at that rate. A healthy loop lags a few milliseconds and overload drives it to seconds (p50 2.9 s
-above); the default of 500 ms leaves room for a start-up stall or a busy moment on a shared
-machine, which should not turn clients away. 0 turns either signal off.
+at that rate. A healthy loop lags a few milliseconds and overload drives it to seconds; the
+default of 500 ms leaves room for a start-up stall or a busy moment on a shared machine, which
+should not turn clients away. 0 turns either signal off.
 """
 
 from __future__ import annotations
@@ -109,23 +108,31 @@ def _gevent_active() -> bool:
     return monkey.is_module_patched("socket")
 
 
+def in_flight_limit(limit: int) -> InFlight | None:
+    """The count of requests in flight with ``limit`` as its ceiling (``API_MAX_IN_FLIGHT``);
+    None for 0, that signal off."""
+    return InFlight(limit) if limit > 0 else None
+
+
 def register_load_shedding(
-    app: Flask, limit: int, max_lag_ms: int = 0, *, reads_first: bool = False, max_write_wait_ms: int = 0
+    app: Flask,
+    in_flight: InFlight | None,
+    max_lag_ms: int = 0,
+    *,
+    reads_first: bool = False,
+    max_write_wait_ms: int = 0,
 ) -> None:
-    """Shed requests beyond ``limit`` in flight or while the event loop lags more than
-    ``max_lag_ms`` (0: that signal off). With ``reads_first`` (core/turns.py), an admitted write
-    gives way to every ready read, and new writes are shed while the oldest queued one has waited
-    more than ``max_write_wait_ms``. Register after the request-log hooks, so a shed request
-    still gets its request id, its log line and its metrics."""
+    """Shed requests beyond ``in_flight``'s ceiling (None: that signal off) or while the event
+    loop lags more than ``max_lag_ms`` (0: that signal off). With ``reads_first``
+    (core/turns.py), an admitted write gives way to every ready read, and new writes are shed
+    while the oldest queued one has waited more than ``max_write_wait_ms``. Register after the
+    request-log hooks, so a shed request still gets its request id, its log line and its metrics."""
     turns.enable(reads_first)
     reads_first = turns.enabled()
     max_write_wait = max_write_wait_ms / 1000 if reads_first else 0
-    in_flight = InFlight(limit) if limit > 0 else None
     loop_lag = LoopLag() if max_lag_ms > 0 and _gevent_active() else None
     if in_flight is None and loop_lag is None and not reads_first:
         return
-    if in_flight is not None:
-        app.extensions["in_flight"] = in_flight
     max_lag = max_lag_ms / 1000
 
     def shed(why: str) -> ResponseReturnValue:
@@ -149,7 +156,7 @@ def register_load_shedding(
             g.admitted = True
             IN_FLIGHT.inc()
         if write:
-            turns.give_way()  # reads first: the rest of this write runs when no read is ready
+            turns.give_way()  # reads first: the rest of this write runs after the ready reads
         return None
 
     @app.teardown_request

@@ -2,10 +2,11 @@
 
 The ``limits`` library (flask-limiter's engine) supplies the Redis storage (``REDIS_URL``), the
 key names and the moving-window strategy. Every limit for both scopes is checked in *one* Lua
-script, one round trip (the library's ``hit`` takes one key a call: two scripts a request were a
-fifth of a POST's CPU). The script is the library's ``acquire_moving_window`` for several keys,
-all or nothing: a request refused for its subject no longer uses up its device's allowance.
-The library's own ``get_window_stats`` still reads the same keys for ``Retry-After``.
+script, one round trip (the library's ``hit`` takes one key a call, a round trip each; what the
+extra round trips cost is in ``docs/performance.md``). The script is the library's
+``acquire_moving_window`` for several keys, all or nothing: a request refused for its subject no
+longer uses up its device's allowance. The library's own ``get_window_stats`` still reads the
+same keys for ``Retry-After``.
 
 A request with an ``Idempotency-Key`` has its key claimed in the same script, after the windows
 took the hit (:func:`app.idempotency.prepare` / :func:`app.idempotency.resolve`): one round trip
@@ -13,8 +14,8 @@ for both checks instead of two or three.
 
 The check runs inside the view rather than as a route decorator, because the device id is known
 only once the body is validated and the subject only once the token is verified; so
-flask-limiter's Flask extension is not used at all (its hook cost every request, limited or not,
-about 4 % of a cache hit). If Redis is down the limit fails open (serving events matters more
+flask-limiter's Flask extension is not used at all (its ``before_request`` hook ran on every
+request, limited or not). If Redis is down the limit fails open (serving events matters more
 than limiting them), through the API's Redis breaker (:meth:`app.services.Services.redis_failed`):
 one warning, then Redis is skipped a while. Only Redis's own errors open it: an exception from
 our code (a bug) is a 500 for that request, not a reason to stop limiting every request.
@@ -24,11 +25,12 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
-from flask import Flask, current_app, make_response, request
-from limits import parse_many
+from flask import Flask, make_response, request
+from limits import RateLimitItem, parse_many
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
@@ -37,19 +39,33 @@ from app.services import services
 from core.settings import Settings
 
 
-def configure_rate_limits(app: Flask, settings: Settings) -> None:
+@dataclass(frozen=True)
+class RateLimits:
+    """The app's rate limits, parsed and registered once (the storage holds the app's own Redis
+    connections, so one per app)."""
+
+    limiter: MovingWindowRateLimiter
+    events: list[RateLimitItem]  # RATE_LIMIT_EVENTS, for each scope of a POST /events
+    refused: list[RateLimitItem]  # RATE_LIMIT_REFUSED, per client address
+    acquire_all: Any  # ACQUIRE_ALL, registered on the storage's connection
+    acquire_all_and_claim: Any  # ACQUIRE_ALL_AND_CLAIM, likewise
+
+
+def build_rate_limits(settings: Settings) -> RateLimits:
+    """``RATE_LIMIT_EVENTS`` and ``RATE_LIMIT_REFUSED`` on their own Redis storage, with both scripts."""
     storage = RedisStorage(
         settings.redis_url,
         key_prefix="ratelimit",  # its keys never meet resource:{id} or resource-fence:{id}
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
     )
-    # one per app: the storage holds the app's own Redis connections
-    app.extensions["event_rate_limiter"] = MovingWindowRateLimiter(storage)
-    app.extensions["event_rate_limits"] = parse_many(settings.rate_limit_events)
-    app.extensions["event_rate_script"] = storage.get_connection().register_script(ACQUIRE_ALL)
-    app.extensions["refused_rate_limits"] = parse_many(settings.rate_limit_refused)
-    app.extensions["event_rate_claim_script"] = storage.get_connection().register_script(ACQUIRE_ALL_AND_CLAIM)
+    return RateLimits(
+        limiter=MovingWindowRateLimiter(storage),
+        events=parse_many(settings.rate_limit_events),
+        acquire_all=storage.get_connection().register_script(ACQUIRE_ALL),
+        refused=parse_many(settings.rate_limit_refused),
+        acquire_all_and_claim=storage.get_connection().register_script(ACQUIRE_ALL_AND_CLAIM),
+    )
 
 
 # The moving windows of KEYS[1 .. windows]; ARGV: now, then each key's limit and expiry (seconds).
@@ -117,11 +133,10 @@ def check_event_rate(device_id: str, subject: str, claim: Any | None = None) -> 
     svc = services()
     if not svc.redis_available():
         return None, NOT_CHECKED  # Redis failed a moment ago: fail open without paying its timeout again
-    limiter = current_app.extensions["event_rate_limiter"]
+    limits = svc.rate_limits
+    limiter = limits.limiter
     checks = [
-        (item, scope, value)
-        for item in current_app.extensions["event_rate_limits"]
-        for scope, value in (("device", device_id), ("subject", subject))
+        (item, scope, value) for item in limits.events for scope, value in (("device", device_id), ("subject", subject))
     ]
     keys = [limiter.storage.prefixed_key(item.key_for("events", scope, value)) for item, scope, value in checks]
     args: list[float | int | str] = [time.time()]
@@ -130,11 +145,11 @@ def check_event_rate(device_id: str, subject: str, claim: Any | None = None) -> 
     found: Any = NOT_CHECKED
     try:
         if claim is None:
-            full = int(current_app.extensions["event_rate_script"](keys=keys, args=args))
+            full = int(limits.acquire_all(keys=keys, args=args))
         else:
             keys += [claim.redis_key, claim.count_key]
             args += [claim.pending, claim.pending_ttl, claim.cap, claim.count_ttl]
-            full, claimed, stored = current_app.extensions["event_rate_claim_script"](keys=keys, args=args)
+            full, claimed, stored = limits.acquire_all_and_claim(keys=keys, args=args)
             full = int(full)
             if not full:
                 found = {1: True, -1: OVER_CAP}.get(int(claimed), stored)
@@ -176,14 +191,15 @@ def check_refused_rate(address: str) -> Any | None:
     svc = services()
     if not svc.redis_available():
         return None
-    limiter = current_app.extensions["event_rate_limiter"]
-    items = current_app.extensions["refused_rate_limits"]
+    limits = svc.rate_limits
+    limiter = limits.limiter
+    items = limits.refused
     keys = [limiter.storage.prefixed_key(item.key_for("refused", "address", address)) for item in items]
     args: list[float | int] = [time.time()]
     for item in items:
         args += [item.amount, item.get_expiry()]
     try:
-        full = int(current_app.extensions["event_rate_script"](keys=keys, args=args))
+        full = int(limits.acquire_all(keys=keys, args=args))
         if not full:
             return None
         item = items[full - 1]

@@ -1,8 +1,9 @@
 """Claims of the tokens this process verified lately, so a token's next request skips PyJWT.
 
 A device sends many requests with one token; verifying it again each time (base64, two JSON
-parses, an HMAC or RSA check, the claim checks) was an eighth of a cache hit's CPU. Gateways do
-the same (Envoy's ``jwt_authn`` keeps a verified-JWT cache).
+parses, an HMAC or RSA check, the claim checks) was a large share of a cache hit's CPU (the JWT
+share before and after is in ``docs/performance.md``). Gateways do the same (Envoy's
+``jwt_authn`` keeps a verified-JWT cache).
 
 What it keeps and for how long, and why that is safe:
 
@@ -17,8 +18,9 @@ What it keeps and for how long, and why that is safe:
   every request; only the signature and claim decoding is skipped.
 - Bounded: at most ``max_entries``; the oldest entry goes first.
 
-One instance per Flask app (its settings: key, algorithms, audience), held in
-``app.extensions``; gevent switches greenlets only at I/O, so dict operations need no lock.
+One instance per Flask app (its settings: key, algorithms, audience), held in its services
+(:attr:`app.services.Services.verified_tokens`); gevent switches greenlets only at I/O, so dict
+operations need no lock.
 """
 
 from __future__ import annotations

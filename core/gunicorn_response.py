@@ -3,9 +3,9 @@
 Why: gunicorn sends the head (status line and headers) and then each body chunk, each with its
 own ``sendall``. The API's answers are one small JSON chunk, so every response cost two sends,
 and on loopback a send is not cheap: the kernel delivers the bytes to the receiver inside the
-sender's system call. The profile of ``POST /events`` had gevent's ``sendall`` at about 30 % of a
-worker's samples (the response's two and the Redis and Kafka requests). One send per response
-halves the response's share.
+sender's system call. In the profile of ``POST /events`` gevent's ``sendall`` was the largest
+item (the response's two and the Redis and Kafka requests; ``docs/performance.md``). One send
+per response halves the response's share.
 
 Everything else is gunicorn's own code: the head is built by its ``send_headers`` into a
 buffer instead of the socket, and is sent alone wherever no body chunk follows it (no body,

@@ -26,10 +26,10 @@ out larger is refused ``413`` here (werkzeug would cut it at the limit and hand 
 Why a yield between requests (fairness): gevent's sockets try a read before they wait, and on a
 fast network the next request of a keep-alive client, or Redis's reply, is often there before
 our Python asks for it. One greenlet could then serve request after request without ever
-letting the hub poll the other connections: under wrk at 128 connections each worker process
-polled its sockets about ten times a second (gaps up to 1.6 s), p50 1.8 ms but p90 892 ms. One
-``gevent.sleep(0)`` before each keep-alive request's head gives every ready connection its turn:
-1,282 -> 1,595 req/s, p90 892 -> 142 ms, the longest gap 1.6 -> 0.2 s (one run each, same load).
+letting the hub poll the other connections, which wait, however ready, until it stops: a fast
+median and a tail of the longest gap between polls. One ``gevent.sleep(0)`` before each
+keep-alive request's head gives every ready connection its turn (before and after, under wrk at
+128 connections: ``docs/performance.md``).
 
 Why JSON errors: the errors gunicorn answers itself, before the app sees a request (400 for a
 malformed request line or header, 414, 431, 417, 501, and a 500 when the app crashed outside

@@ -3,9 +3,9 @@
 Each line holds ``ts``, ``level``, ``logger``, ``pid`` and ``message``, then ``trace_id`` and
 ``span_id`` (W3C hex, as trace back-ends show them) when tracing is on and a span is active, then
 every ``extra`` the call passed, then ``exc_info`` / ``stack_info`` when present: the same objects python-json-logger
-wrote with our field names, written by orjson, at a quarter of the cost (23 -> 6.5 us a line on
-this project's 2-core machine). The API writes a line per request and the worker one per event,
-so this cost is paid at the full request and event rate.
+wrote with our field names, written by orjson, at a fraction of the cost (``docs/performance.md``).
+The API writes a line per request and the worker one per event, so this cost is paid at the full
+request and event rate.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ _stdlib_encode = json.JSONEncoder(default=_json_default).encode
 
 
 def _encode(line: dict[str, Any]) -> str:
-    """orjson (about 8x the standard encoder here); the standard one for what orjson refuses
-    (integers beyond 64 bits, non-string keys in an extra), so no line is ever lost."""
+    """orjson (the faster encoder, ``docs/performance.md``); the standard one for what orjson
+    refuses (integers beyond 64 bits, non-string keys in an extra), so no line is ever lost."""
     try:
         return orjson.dumps(line, default=_json_default).decode()
     except (orjson.JSONEncodeError, TypeError):

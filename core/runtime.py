@@ -18,7 +18,8 @@ def configure(clients: Clients) -> Clients:
     return clients
 
 
-def resources() -> Clients:
+def clients() -> Clients:
+    """The clients :func:`configure` handed over in this process."""
     if _clients is None:
         raise RuntimeError("core.runtime.configure(clients) was not called in this process")
     return _clients

@@ -1,7 +1,7 @@
 """Single-flight: at most one load per key at a time in this process.
 
 When a cached entry expires under load, every request in flight for it misses at once; without
-this, each went to PostgreSQL (32-35 reads for 16 ids were measured). With it, the first caller
+this, each went to PostgreSQL (``docs/performance.md`` has the counts). With it, the first caller
 for a key loads and the ones that arrive while it does wait for its result. Under gunicorn's
 gevent workers the lock and event below are gevent's (the standard library is patched), so a
 waiter yields to other requests.

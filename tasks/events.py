@@ -9,8 +9,8 @@ import redis
 import sqlalchemy.exc
 
 from broker import Call, actor
+from core import runtime
 from core.resources import apply_event, apply_events
-from core.runtime import resources
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,11 @@ def process_event(event: dict[str, Any]) -> None:
     write stands and a stale entry lives at most its TTL (logged, not retried: retrying cannot
     reach Redis either, and the event itself is safely stored).
     """
-    res = resources()
-    result = apply_event(res.engine, event)
+    clients = runtime.clients()
+    result = apply_event(clients.engine, event)
     if result.record is not None:
         try:
-            res.resource_cache.invalidate(result.record)
+            clients.resource_cache.invalidate(result.record)
         except redis.RedisError as exc:
             log.warning("cache invalidation failed", extra={"device_id": event["device_id"], "error": str(exc)})
     log.info(
@@ -57,11 +57,11 @@ def process_events(calls: list[Call]) -> None:
     Same effect as ``process_event`` per event. If anything fails, nothing was stored and the
     worker runs each event through ``process_event`` (so a bad event fails alone).
     """
-    res = resources()
+    clients = runtime.clients()
     events = [call.args[0] if call.args else call.kwargs["event"] for call in calls]
-    results = apply_events(res.engine, events)
+    results = apply_events(clients.engine, events)
     try:
-        res.resource_cache.invalidate_many([result.record for result in results if result.record is not None])
+        clients.resource_cache.invalidate_many([result.record for result in results if result.record is not None])
     except redis.RedisError as exc:
         log.warning("cache invalidation failed", extra={"devices": len(events), "error": str(exc)})
     for event, result in zip(events, results, strict=True):

@@ -128,13 +128,14 @@ def test_setup_reads_the_environment_once_per_process():
 
 def test_with_tracing_off_the_app_and_its_clients_have_no_hooks(settings, keep_global_broker):
     from app import create_app
+    from app.services import services as app_services
     from broker import StubBroker
 
     tracing.reset()
     stub = StubBroker()
     app = create_app(settings, broker=stub)
     try:
-        services = app.extensions["device_backend"]
+        services = app_services(app)
         assert getattr(app.wsgi_app, "__func__", None) is type(app).wsgi_app  # no WSGI wrapper around the app
         assert not app.before_request_funcs.get(None) or all(
             "opentelemetry" not in f.__module__ for f in app.before_request_funcs[None]
@@ -175,11 +176,12 @@ def test_log_lines_carry_the_active_spans_ids_only_while_tracing_is_on(traced):
 def test_with_tracing_on_the_same_checks_see_every_hook(settings, traced, keep_global_broker):
     """The control for the test above: its checks do see the hooks when they are there."""
     from app import create_app
+    from app.services import services as app_services
     from broker import StubBroker
 
     stub = StubBroker()
     app = create_app(settings, broker=stub)
-    services = app.extensions["device_backend"]
+    services = app_services(app)
     try:
         assert getattr(app.wsgi_app, "__func__", None) is not type(app).wsgi_app
         listeners = list(services.engine.dispatch.before_cursor_execute)
@@ -197,7 +199,7 @@ def test_the_worker_entry_point_puts_tracing_first_and_instruments_the_tasks_cli
     from core import runtime
 
     try:
-        previous = runtime.resources()
+        previous = runtime.clients()
     except RuntimeError:
         previous = None
     import logging as std_logging
@@ -210,12 +212,12 @@ def test_the_worker_entry_point_puts_tracing_first_and_instruments_the_tasks_cli
         assert names[0] == "Tracing"  # first: it sees the retry decision
         # after-hooks run in reverse: the time limit is disarmed before Telemetry writes to Redis
         assert names.index("Telemetry") < names.index("TimeLimit")
-        clients = runtime.resources()
+        clients = runtime.clients()
         assert clients.redis._is_instrumented_by_opentelemetry
         listeners = list(clients.engine.dispatch.before_cursor_execute)
         assert any("opentelemetry" in getattr(f, "__module__", "") for f in listeners)
     finally:
-        runtime.resources().engine.dispose()
+        runtime.clients().engine.dispose()
         broker.close()
         if previous is not None:
             runtime.configure(previous)

@@ -1,5 +1,7 @@
 """What the console shows, gathered from Kafka (live lag, the group, dead letters) and from the
-workers' telemetry in Redis (rates and lag over the last hour, live worker processes)."""
+workers' telemetry in Redis (rates and lag over the last hour, live worker processes), and shaped
+for its pages (:func:`overview`, :func:`group`, :func:`actor_registry`): the views in
+:mod:`app.admin.routes` only read the request and render."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any, TypeVar
 
 from kafka.errors import KafkaError
 
+from app.admin.charts import line_chart
 from broker import admin as kafka_admin
 from broker import get_broker
 from broker.errors import BrokerError, BrokerUnavailable
@@ -20,6 +23,7 @@ from core.settings import Settings
 
 T = TypeVar("T")
 REPLAYED_KEY = "admin:replayed"  # hash "partition:offset" -> when the console replayed that dead letter
+STALE_SAMPLE_S = 30  # older lag samples mean no worker samples: the console measures the age itself
 
 
 def _kafka_call(fn: Callable[..., T]) -> Callable[..., T]:
@@ -202,3 +206,109 @@ def purge(settings: Settings, redis: Any) -> int:
     deleted = kafka_admin.purge_topic(kafka_options(), settings.kafka_topic_dlq)
     redis.delete(REPLAYED_KEY)
     return deleted
+
+
+# ---------------------------------------------------------------- pages
+
+
+def declared_topics() -> list[str]:
+    """The topics the declared actors read: the only ones a dead letter may be replayed to."""
+    return sorted(get_broker().get_declared_topics())
+
+
+def overview(settings: Settings, reader: TelemetryReader) -> dict[str, Any]:
+    """The overview page's figures and charts: per actor rates, the group's lag now (straight
+    from Kafka, or why not) and over the hour, the worker processes and their scaling events.
+
+    When no worker has sampled the lag lately, the console measures the oldest record's age
+    itself and records the sample, so the charts go on."""
+    workers = reader.workers()
+    retrying: dict[str, int] = {}
+    for worker in workers:
+        for actor, n in (worker.get("retrying_by_actor") or {}).items():
+            retrying[actor] = retrying.get(actor, 0) + n
+    rows, _ = actor_rates(reader, retrying)
+    actors = get_broker().actors
+    for row in rows:
+        row["topic"] = actors[row["actor"]].topic if row["actor"] in actors else "\u2013"
+        row["charts"] = [
+            line_chart(row["series"]["processed"], label="processed", unit="/s"),
+            line_chart(row["series"]["failed"], label="failed", unit="/s"),
+        ]
+    lag, lag_error = None, None
+    latest = reader.latest_lag()
+    try:
+        lag = live_lag(settings, declared_topics())
+        if latest is None or time.time() - latest.get("at", 0) > STALE_SAMPLE_S:  # no worker samples it now
+            lag["oldest_age_s"] = oldest_age(lag)
+            latest = lag
+            reader.record_lag({**lag, "workers": len(workers)})
+    except BrokerError as exc:
+        lag_error = str(exc)
+    totals, ages, per_partition = lag_series(reader)
+    processes, scaling = worker_series(reader)
+    if lag:
+        for p in lag["partitions"]:
+            series = per_partition.get(f"{p['topic']}-{p['partition']}", [])
+            p["chart"] = line_chart(series, label="lag", unit="") if series else ""
+    return {
+        "rows": rows,
+        "lag": lag,
+        "lag_error": lag_error,
+        "oldest_age_s": (latest or {}).get("oldest_age_s"),
+        "lag_chart": line_chart(totals, label="total lag", unit=" records"),
+        "age_chart": line_chart(ages, label="oldest unprocessed", unit=" s"),
+        "workers_chart": line_chart(
+            processes, label="worker processes", marks=[e["index"] for e in scaling] if scaling else ()
+        ),
+        "scaling_events": [
+            {**e, "at": time.strftime("%H:%M:%S", time.gmtime(e["at"]))} for e in reversed(scaling[-10:])
+        ],
+        "workers": workers,
+        "retrying_total": sum(w.get("retrying", 0) for w in workers),
+    }
+
+
+def group(settings: Settings, reader: TelemetryReader) -> dict[str, Any]:
+    """The group page's: Kafka's view of the worker group (or why not) and the workers' own."""
+    members, error = [], None
+    try:
+        described = describe_group(settings.kafka_consumer_group)
+        members = described["members"]
+        state = described["state"]
+    except BrokerError as exc:
+        state, error = "unknown", str(exc)
+    return {
+        "group": settings.kafka_consumer_group,
+        "state": state,
+        "members": members,
+        "workers": reader.workers(),
+        "error": error,
+    }
+
+
+def actor_registry() -> list[dict[str, Any]]:
+    """The declared actors, by name: topic, options as text, batch size, first docstring paragraph."""
+    registry = []
+    for actor in sorted(get_broker().actors.values(), key=lambda a: a.actor_name):
+        options = {name: _describe_option(value) for name, value in sorted(actor.options.items())}
+        registry.append(
+            {
+                "name": actor.actor_name,
+                "topic": actor.topic,
+                "options": options,
+                "batch": actor.batch_size if getattr(actor, "batch_fn", None) else None,
+                "doc": (actor.__doc__ or "").strip().split("\n\n")[0],
+            }
+        )
+    return registry
+
+
+def _describe_option(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(_describe_option(v) for v in value)
+    if isinstance(value, type):
+        return value.__qualname__
+    if callable(value):
+        return f"{getattr(value, '__qualname__', type(value).__name__)}()"
+    return str(value)

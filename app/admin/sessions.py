@@ -9,6 +9,9 @@ token, required in every form the console posts (and compared in constant time).
 One session per subject: a new sign-in ends the subject's previous session (its id is kept under
 ``admin:subject:<sha256(sub)>``), so a session left open elsewhere, or stolen, ends when its owner
 signs in again. The session keeps the token's ``jti`` and ends at its ``exp``.
+
+Sign-in attempts are counted per client address (:func:`sign_in_wait`), and a sign-in is the
+API's own token checks plus the admin role (:func:`sign_in`).
 """
 
 from __future__ import annotations
@@ -16,19 +19,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from app.auth import verify_admin_token
+
 SESSION_COOKIE = "admin_session"
 LOGIN_COOKIE = "admin_login"  # the sign-in form's own CSRF token (double submit), before any session
 _KEY_PREFIX = "admin:session:"
 _SUBJECT_PREFIX = "admin:subject:"
+_SIGN_IN_PREFIX = "admin:sign-in:"
 
 
 class SessionRefused(ValueError):
     """The token cannot start a session (it expires now: inside the leeway PyJWT allows)."""
+
+    status = 401  # as app.auth.TokenRejected's for an invalid token
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,33 @@ def start_session(redis: Any, claims: dict[str, Any], max_seconds: int) -> tuple
     pipe.set(owner, _key(session_id), ex=lifetime)
     pipe.execute()
     return session_id, session, lifetime
+
+
+def sign_in(redis: Any, token: str, max_seconds: int) -> tuple[str, AdminSession, int]:
+    """A session for an admin's ``token`` (the same checks as a request's ``Authorization``
+    header, plus the admin role): (cookie value, session, lifetime in seconds). Raises
+    :class:`app.auth.TokenRejected` or :class:`SessionRefused`, each with its ``status``."""
+    return start_session(redis, verify_admin_token(token.strip()), max_seconds)
+
+
+def sign_in_wait(redis: Any, address: str, per_minute: int) -> int:
+    """Count a sign-in attempt from ``address``; seconds until it may try again (0: now).
+
+    ``per_minute`` attempts per client address (``ADMIN_SIGN_IN_PER_MINUTE``), counted in Redis
+    a fixed minute at a time, under the address's SHA-256. Guessing a token is hopeless anyway;
+    this keeps a flood of sign-ins from costing a verification each."""
+    key = _SIGN_IN_PREFIX + hashlib.sha256(address.encode()).hexdigest()
+    pipe = redis.pipeline()
+    pipe.incr(key)
+    pipe.expire(key, 60, nx=True)
+    pipe.pttl(key)
+    attempts, _, ttl_ms = pipe.execute()
+    return max(1, math.ceil(ttl_ms / 1000)) if attempts > per_minute else 0
+
+
+def new_login_token() -> str:
+    """The sign-in form's own CSRF token, before any session (kept in :data:`LOGIN_COOKIE`)."""
+    return secrets.token_urlsafe(32)
 
 
 def load_session(redis: Any, session_id: str | None) -> AdminSession | None:

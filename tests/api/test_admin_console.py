@@ -11,6 +11,7 @@ import time
 import pytest
 from kafka import KafkaConsumer
 
+from app.services import services
 from broker.brokers.kafka import client_options
 from tests.helpers import wait_for
 
@@ -124,7 +125,7 @@ def test_a_dead_letter_is_shown_and_replayed_after_a_confirmation(
     from broker.consumer import Record
 
     origin = make_topic(partitions=1)
-    broker = app.extensions["device_backend"].clients.broker
+    broker = services(app).clients.broker
     declare_topic(broker, origin)  # replay writes only to topics a declared actor reads
     message = Message(
         actor_name="process_event", topic=origin, args=({"device_id": "x"},), headers={"request_id": "r-1"}
@@ -164,7 +165,7 @@ def test_a_redis_outage_is_a_503_page_not_a_crash(client, app, monkeypatch):
     def refuse(*args, **kwargs):
         raise redis.ConnectionError("Redis is away")
 
-    monkeypatch.setattr(app.extensions["device_backend"].clients.redis, "get", refuse)
+    monkeypatch.setattr(services(app).clients.redis, "get", refuse)
     client.set_cookie("admin_session", "some-session", path="/admin")
     response = client.get("/admin/")
     assert response.status_code == 503 and "Redis did not answer" in response.text
@@ -182,7 +183,7 @@ def _dead_letter(client, app, settings, origin) -> str:
     from broker.broker import dead_letter_headers
     from broker.consumer import Record
 
-    broker = app.extensions["device_backend"].clients.broker
+    broker = services(app).clients.broker
     message = Message(actor_name="process_event", topic=origin, args=({"device_id": "x"},), headers={})
     record = Record(origin, 0, 7, b"x", message.encode(), [], int(time.time() * 1000))
     headers = dead_letter_headers(record, ValueError("odd"), message=message, attempts=1, host="h")
@@ -195,7 +196,7 @@ def test_replay_goes_only_to_declared_actor_topics_and_the_confirmation_names_th
     client, admin, app, make_topic, settings, declare_topic
 ):
     declared, undeclared = make_topic(partitions=1), make_topic(partitions=1)
-    declare_topic(app.extensions["device_backend"].clients.broker, declared)
+    declare_topic(services(app).clients.broker, declared)
     positions = [_dead_letter(client, app, settings, declared), _dead_letter(client, app, settings, undeclared)]
     form = {"csrf": admin, "action": "replay-selected", "selected": positions}
     confirm = client.post("/admin/dead-letters/action", data=form)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from app import create_app
+from app.services import services
 from broker import StubBroker, set_broker
 from tests.helpers import free_port, http, stop_processes, wait_for
 
@@ -79,7 +80,7 @@ def test_a_request_beyond_the_ceiling_gets_503_at_once_and_the_admitted_ones_fin
         assert app.test_client().get("/healthz").status_code == 200  # never shed
         broker.release.set()
         assert [f.result(10).status_code for f in admitted] == [202, 202]
-    assert app.extensions["in_flight"].current == 0
+    assert services(app).in_flight.current == 0
     assert _post(app, token, f"shed-{unique}-after").status_code == 202
 
 
@@ -97,12 +98,12 @@ def test_every_way_out_of_a_request_frees_its_slot(held, make_token, unique, mon
     monkeypatch.setattr("app.events.event_schema.load", lambda body: 1 / 0)  # a bug: the view raises
     statuses.append(client.post("/events", json=event, headers=headers).status_code)
     assert statuses == [400, 401, 404, 500]
-    assert app.extensions["in_flight"].current == 0
+    assert services(app).in_flight.current == 0
 
 
 def test_zero_turns_shedding_off(settings):
     app = create_app(settings.replace(api_max_in_flight=0), broker=StubBroker())
-    assert "in_flight" not in app.extensions
+    assert services(app).in_flight is None
 
 
 def _metric(url: str, token: str, name: str) -> float:

@@ -13,6 +13,7 @@ import pytest
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition as KTP
 
+from app.services import services
 from broker.brokers.kafka import client_options
 from tests.helpers import wait_for
 
@@ -87,7 +88,7 @@ def test_redis_down_reads_come_from_postgres_and_readiness_names_it(client, auth
     from core.resources import apply_event
 
     device = f"device-{unique}"
-    apply_event(app.extensions["device_backend"].engine, {
+    apply_event(services(app).engine, {
         "request_id": str(uuid.uuid4()), "device_id": device, "user_id": "t",
         "received_at": "2026-11-24T12:00:00+00:00", "payload": {"ok": True},
     })  # fmt: skip

@@ -3,9 +3,12 @@ open (not closed) when Redis is unreachable (issue 9, item 5)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from app import create_app
+from app.services import services
 
 pytestmark = pytest.mark.stack
 
@@ -72,6 +75,6 @@ def test_an_error_that_is_not_redis_s_own_does_not_open_the_breaker(limited, mak
     def broken(**kwargs):
         raise ValueError("a bug of ours")
 
-    app.extensions["event_rate_script"] = broken
+    services(app).rate_limits = replace(services(app).rate_limits, acquire_all=broken)
     assert _post(client, make_token(roles=("device",), sub=f"sub-{unique}"), device_id).status_code == 500
-    assert app.extensions["device_backend"].redis_available()
+    assert services(app).redis_available()

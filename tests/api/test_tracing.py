@@ -28,7 +28,7 @@ def traced_system(settings, traced, migrated):
     """An API and a worker runtime, both traced, sharing one StubBroker; global state restored after."""
     previous_broker = _global_broker_or_none()
     try:
-        previous_clients = runtime.resources()
+        previous_clients = runtime.clients()
     except RuntimeError:
         previous_clients = None
     stub = StubBroker()
