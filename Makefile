@@ -13,7 +13,7 @@ export APP_ENV ?= development
 export POSTGRES_PASSWORD ?= apppass
 export JWT_SECRET ?= local-dev-secret
 
-.PHONY: run test test-fast chaos soak scale-demo up down status venv tools migrate lint format bench clean token docs browser
+.PHONY: run traces test test-fast chaos soak scale-demo up down status venv tools migrate lint format bench clean token docs browser
 comma := ,
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -41,6 +41,20 @@ $(COMPOSE):
 	  echo "make: building docker-compose from $(COMPOSE_MODULE)"; \
 	  cd "$$work" && GOTOOLCHAIN=auto CGO_ENABLED=0 go build -trimpath -o "$(CURDIR)/$(COMPOSE)" ./cmd
 
+# Jaeger v2 (`make traces`, and the trace test in `make test` reads traces back through its query
+# API), built from its Go module the same way (Jaeger v2: the module keeps v1 tags; v1.75.0 is the
+# release after v1.74.0 = v2.11.0)
+JAEGER := .stack/bin/jaeger
+JAEGER_MODULE := github.com/jaegertracing/jaeger@v1.75.0
+$(JAEGER):
+	@command -v go >/dev/null || { echo "make: installing Go for Jaeger"; sudo -n true 2>/dev/null && S=sudo; $$S apt-get install -y -qq golang-go >/dev/null; }
+	@set -e; src=$$(GOTOOLCHAIN=auto GOFLAGS=-mod=mod go mod download -json $(JAEGER_MODULE) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	  work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; cp -r "$$src/." "$$work"; chmod -R u+w "$$work"; \
+	  echo "make: building Jaeger from $(JAEGER_MODULE) (a few minutes the first time)"; mkdir -p "$(CURDIR)/$(dir $(JAEGER))"; \
+	  cd "$$work" && GOTOOLCHAIN=auto CGO_ENABLED=0 go build -trimpath \
+	    -ldflags "-X github.com/jaegertracing/jaeger/internal/version.latestVersion=$(lastword $(subst @, ,$(JAEGER_MODULE)))" \
+	    -o "$(CURDIR)/$(JAEGER)" ./cmd/jaeger
+
 tools: $(ACTIONLINT) $(COMPOSE)
 
 up: venv
@@ -58,8 +72,17 @@ migrate: up
 run: up migrate
 	scripts/run
 
-test: up $(COMPOSE) browser
-	DOCKER_COMPOSE=$(CURDIR)/$(COMPOSE) $(PY) -m pytest $(PYTEST_ARGS)
+# A local Jaeger in the foreground until Ctrl-C (stack/jaeger.yaml: OTLP over HTTP in on
+# 127.0.0.1:4318, traces kept in memory, the query API on http://127.0.0.1:16686). Tracing stays
+# off in `make run` until it is told where to send: in another terminal,
+#   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 make run
+traces: $(JAEGER)
+	@echo "traces: Jaeger takes OTLP/HTTP on http://127.0.0.1:4318, answers on http://127.0.0.1:16686/api/traces; Ctrl-C stops it"
+	@echo "traces: in another terminal: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 make run"
+	exec $(JAEGER) --config stack/jaeger.yaml
+
+test: up $(COMPOSE) $(JAEGER) browser
+	DOCKER_COMPOSE=$(CURDIR)/$(COMPOSE) JAEGER_BIN=$(CURDIR)/$(JAEGER) $(PY) -m pytest $(PYTEST_ARGS)
 
 # The console's browser test drives Debian's Chromium through its ChromeDriver (Selenium).
 browser:
