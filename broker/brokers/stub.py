@@ -127,8 +127,20 @@ class StubBroker(Broker):
     # ------------------------------------------------------------ groups
 
     def consume(
-        self, topics: Iterable[str], group_id: str, listener: RebalanceListener, *, instance_id: str | None = None
-    ) -> StubConsumer:
+        self,
+        topics: Iterable[str],
+        group_id: str | None = None,
+        listener: RebalanceListener | None = None,
+        *,
+        instance_id: str | None = None,
+        prefetch: int = 1,
+        timeout: int = 100,
+    ) -> Any:
+        if listener is None:  # Dramatiq's consume(queue_name): see Broker.consume
+            if isinstance(topics, str) and topics not in self.topics and topics not in self.get_declared_topics():
+                raise QueueNotFound(f"no actor declares topic {topics!r} and nothing was written to it")
+            return self._queue_consumer(topics, group_id, prefetch, timeout)
+        assert group_id is not None, "a group consumer needs its group"
         consumer = StubConsumer(self, list(topics), group_id, listener)
         with self._cond:
             for t in consumer.topics:
