@@ -461,3 +461,40 @@ def test_queue_prefetch_is_the_default_of_max_buffered_per_partition(monkeypatch
     monkeypatch.setattr(broker_worker, "QUEUE_PREFETCH", 20)
     assert Worker(broker).max_buffered == 20  # read when a worker is built, as Dramatiq's
     assert Worker(broker, max_buffered_per_partition=5).max_buffered == 5
+
+
+# ---------------------------------------------------------------- use_namespace_prefix_keys
+
+
+@pytest.mark.parametrize("kind", ["stub", pytest.param("redis", marks=pytest.mark.stack)])
+def test_namespace_prefix_keys_name_topic_actor_and_id_and_results_are_found_by_message(kind, request, unique):
+    from broker.results.backends import RedisBackend
+
+    namespace = f"ns-{unique}"
+    if kind == "stub":
+        backend = StubBackend(namespace=namespace, use_namespace_prefix_keys=True)
+    else:
+        redis_client = request.getfixturevalue("redis_client")
+        backend = RedisBackend(client=redis_client, namespace=namespace, use_namespace_prefix_keys=True)
+    broker = StubBroker()
+    broker.add_middleware(Results(backend=backend))
+
+    @actor(broker=broker, topic="sums", store_results=True)
+    def add(x, y):
+        return x + y
+
+    worker = Worker(broker)
+    worker.start()
+    try:
+        sent = add.send(1, 2)
+        assert backend.get_result(sent, block=True, timeout=10_000) == 3
+    finally:
+        worker.stop()
+    key = backend.build_message_key(sent)
+    assert key == f"{namespace}:sums:add:{sent.message_id}"
+    if kind == "redis":
+        assert redis_client.exists(key)
+        redis_client.delete(key)
+    with pytest.raises(TypeError, match="pass the message"):
+        backend.get_result(sent.message_id)  # an id alone does not name the key any more
+    assert StubBackend(namespace=namespace).build_message_key(sent) == f"{namespace}:{sent.message_id}"  # the default
