@@ -90,6 +90,17 @@ def topic_size(options: dict[str, Any], topic: str) -> int:
     return sum(ends[tp].offset - starts[tp].offset for tp in tps)
 
 
+def topic_exists(options: dict[str, Any], topic: str) -> bool:
+    """Whether the cluster has ``topic``. Raises :class:`BrokerUnavailable` when it does not answer."""
+    admin = _admin(options)
+    try:
+        return topic in admin.list_topics()
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot list Kafka's topics: {exc}") from exc
+    finally:
+        admin.close()
+
+
 def _admin(options: dict[str, Any]) -> KafkaAdminClient:
     try:
         return KafkaAdminClient(**options)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from broker import delays
-from broker.consumer import Consumer, RebalanceListener, Record
+from broker.consumer import RebalanceListener, Record
 from broker.errors import ActorNotFound, BrokerUnavailable, DuplicateActor, NoBrokerConfigured
 from broker.message import Message, format_timestamp, utcnow
 from broker.middleware import AsyncIO, Middleware, default_middleware
@@ -301,12 +301,33 @@ class Broker:
     # ------------------------------------------------------------ consuming
 
     def consume(
-        self, topics: Iterable[str], group_id: str, listener: RebalanceListener, *, instance_id: str | None = None
-    ) -> Consumer:
-        """Join ``group_id`` on ``topics``. ``instance_id`` makes the member static (Kafka's KIP-345):
-        a member that restarts with the same id within the session timeout takes its partitions
-        back without a rebalance."""
+        self,
+        topics: Iterable[str],
+        group_id: str | None = None,
+        listener: RebalanceListener | None = None,
+        *,
+        instance_id: str | None = None,
+        prefetch: int = 1,
+        timeout: int = 100,
+    ) -> Any:
+        """Join ``group_id`` on ``topics``, for ``listener`` (the worker). ``instance_id`` makes the
+        member static (Kafka's KIP-345): a member that restarts with the same id within the session
+        timeout takes its partitions back without a rebalance.
+
+        Without a listener, Dramatiq's ``consume(queue_name, prefetch=, timeout=)``: ``topics`` is
+        one topic's name and the result a :class:`~broker.queue_consumer.QueueConsumer`, which
+        yields its messages to ack or nack (``group_id`` defaults to the workers').
+        """
+        if listener is None:
+            return self._queue_consumer(topics, group_id, prefetch, timeout)
         raise NotImplementedError
+
+    def _queue_consumer(self, topic: Any, group_id: str | None, prefetch: int, timeout: int) -> Any:
+        from broker.queue_consumer import QueueConsumer
+
+        if not isinstance(topic, str):
+            raise TypeError("consume() without a listener takes one topic's name, as Dramatiq's consume(queue_name)")
+        return QueueConsumer(self, topic, group_id=group_id, prefetch=prefetch, timeout=timeout)
 
     def dead_letter(
         self,

@@ -87,7 +87,7 @@ class Message:
             from broker.results.middleware import results_backend
 
             backend = results_backend(get_broker())
-        return backend.get_result(self.message_id, block=block, timeout=timeout)
+        return backend.get_result(self, block=block, timeout=timeout)
 
     def asdict(self) -> dict[str, Any]:
         return {

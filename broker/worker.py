@@ -54,6 +54,9 @@ from broker.proxy import MessageProxy
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "workers"  # applications pass their own
+# The default of ``max_buffered_per_partition``, under Dramatiq's name for its prefetch (read when
+# a worker is built, so patching it changes the workers built afterwards, as in Dramatiq).
+QUEUE_PREFETCH = 2000
 _STOP = object()  # sentinel that ends a worker thread
 _ABANDONED = object()  # outcome of a delivery that could not be finished
 
@@ -74,7 +77,8 @@ class Worker:
       group_id: the consumer group (default ``workers``).
       worker_threads: how many actors may run at once in this process.
       commit_interval_ms: how often finished offsets are committed.
-      max_buffered_per_partition: fetched-but-unfinished records above which a partition is paused.
+      max_buffered_per_partition: fetched-but-unfinished records above which a partition is paused
+        (default :data:`QUEUE_PREFETCH`, 2000).
       shutdown_timeout_ms: how long :meth:`stop` lets running messages finish.
       dependency_min_backoff_ms, dependency_max_backoff_ms: the wait before trying a message again
         after a dependency failed under it (doubling from the first, capped at the second, jittered).
@@ -97,7 +101,7 @@ class Worker:
         worker_threads: int = 8,
         commit_interval_ms: int = 200,
         max_poll_records: int = 500,
-        max_buffered_per_partition: int = 2000,
+        max_buffered_per_partition: int | None = None,
         shutdown_timeout_ms: int = 30000,
         poll_timeout_ms: int = 100,
         dependency_min_backoff_ms: int = transient.DEFAULT_MIN_BACKOFF_MS,
@@ -113,7 +117,7 @@ class Worker:
         self.worker_threads = worker_threads
         self.commit_interval = commit_interval_ms / 1000
         self.max_poll_records = max_poll_records
-        self.max_buffered = max_buffered_per_partition
+        self.max_buffered = QUEUE_PREFETCH if max_buffered_per_partition is None else max_buffered_per_partition
         self.shutdown_timeout = shutdown_timeout_ms / 1000
         self.revoke_timeout_s = self.shutdown_timeout
         # Dramatiq's worker_timeout (ms): how long an idle wait lasts before looking again
@@ -790,7 +794,11 @@ class Worker:
         """Whether the message arrived before its eta (sent there directly, or forwarded by a
         host whose clock runs ahead): it must not run yet, and must not hold its key."""
         eta = message.options.get("eta")
-        return bool(self.broker.delay_prefix) and isinstance(eta, int) and eta > now_ms()
+        if eta is not None and (isinstance(eta, bool) or not isinstance(eta, int)):
+            # written by another producer (our senders refuse it): run it now, as Dramatiq does
+            log.warning("Invalid eta value for message %s: %r (not integer epoch ms); running it now", message, eta)
+            return False
+        return bool(self.broker.delay_prefix) and eta is not None and eta > now_ms()
 
     def _delay_again(self, work: _Work) -> int | None:
         """Send an early message back to the delay topics and finish its record; if Kafka does not

@@ -32,7 +32,7 @@ from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, Broker
 from broker.brokers import kafka_internals as internals
 from broker.consumer import RebalanceListener, Record, TopicPartition
 from broker.delays import DEFAULT_DELAY_PREFIX
-from broker.errors import BrokerError, BrokerUnavailable, MessageTooLarge
+from broker.errors import BrokerError, BrokerUnavailable, MessageTooLarge, QueueNotFound
 from broker.middleware import Middleware
 from broker.offsets import Commit
 
@@ -324,8 +324,21 @@ class KafkaBroker(Broker):
     # ------------------------------------------------------------ consuming
 
     def consume(
-        self, topics: Iterable[str], group_id: str, listener: RebalanceListener, *, instance_id: str | None = None
-    ) -> KafkaGroupConsumer:
+        self,
+        topics: Iterable[str],
+        group_id: str | None = None,
+        listener: RebalanceListener | None = None,
+        *,
+        instance_id: str | None = None,
+        prefetch: int = 1,
+        timeout: int = 100,
+    ) -> Any:
+        if listener is None:  # Dramatiq's consume(queue_name): see Broker.consume
+            from broker.admin import topic_exists
+
+            if isinstance(topics, str) and not topic_exists(self.client_options, topics):
+                raise QueueNotFound(f"topic {topics!r} does not exist")  # before the group waits for it
+            return self._queue_consumer(topics, group_id, prefetch, timeout)
         options: dict[str, Any] = {
             **self.client_options,
             "group_id": group_id,

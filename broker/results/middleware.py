@@ -41,20 +41,20 @@ class Results(Middleware):
     ) -> None:
         store, ttl = self._options(broker, message.actor_name)
         if store and exception is None:
-            self.backend.store_result(message.message_id, result, ttl)
+            self.backend.store_result(message, result, ttl)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         # a message a middleware skipped without failing it finished without a value (Dramatiq's)
         store, ttl = self._options(broker, message.actor_name)
         if store and not message.failed:
-            self.backend.store_result(message.message_id, None, ttl)
+            self.backend.store_result(message, None, ttl)
 
     def on_dead_letter(self, broker: Broker, record: Record, message: Message | None, exception: BaseException) -> None:
         if message is None:
             return
         store, ttl = self._options(broker, message.actor_name)
         if store:
-            self.backend.store_exception(message.message_id, exception, ttl)
+            self.backend.store_exception(message, exception, ttl)
 
 
 def results_backend(broker: Broker) -> ResultBackend:

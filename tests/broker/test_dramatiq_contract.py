@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import time
 
 import pytest
 
-from broker import DuplicateActor, QueueJoinTimeout, StubBroker, Worker, actor, pipeline
+from broker import DuplicateActor, Message, QueueJoinTimeout, QueueNotFound, StubBroker, Worker, actor, pipeline
+from broker import worker as broker_worker
 from broker.delays import now_ms
 from broker.results import ResultFailure, Results
 from broker.results.backends import StubBackend
@@ -300,3 +302,199 @@ def test_a_redis_result_backend_keeps_results_under_its_namespace(redis_client, 
     assert backend.get_result(message) == {"ok": True}
     assert RedisBackend(client=redis_client, namespace=f"other-{unique}").build_message_key(message) != key
     redis_client.delete(key)
+
+
+# ---------------------------------------------------------------- broker.consume(queue_name)
+
+
+def _next_message(consumer, timeout: float = 30.0):
+    """The next MessageProxy a QueueConsumer yields (it yields None while idle, e.g. joining)."""
+    return wait_for(lambda: next(consumer), timeout=timeout, message="a message from the consumer")
+
+
+def test_consume_without_a_listener_yields_messages_to_ack_or_nack_and_commits_only_those(env):
+    @actor(broker=env.broker, topic=env.topic)
+    def step(n):
+        pass
+
+    sent = [step.send_with_options(args=(n,), key="one-key") for n in range(3)]  # one partition, in order
+    consumer = env.broker.consume(env.topic, group_id=env.group, prefetch=10, timeout=200)
+    try:
+        first, second, third = (_next_message(consumer) for _ in range(3))
+        assert [p.message.message_id for p in (first, second, third)] == [m.message_id for m in sent]
+        assert repr(first.message) in repr(first) and str(first) == str(sent[0])
+        partition = first.record.partition
+        consumer.ack(first)
+        consumer.nack(second)  # dead-lettered, then committed past
+        assert env.committed().get(partition) == first.record.offset + 2  # the unacked third holds the commit
+    finally:
+        consumer.close()
+    letters = env.dead_letters()
+    assert [(d["message_id"], d["reason"]) for d in letters] == [(sent[1].message_id, "failed")]
+
+    # the third was handed out but never acked: the group's next consumer gets it again
+    again = env.broker.consume(env.topic, group_id=env.group, timeout=200)
+    try:
+        redelivered = _next_message(again)
+        assert redelivered.message.message_id == sent[2].message_id
+        again.ack(redelivered)
+        assert env.committed().get(partition) == third.record.offset + 1
+    finally:
+        again.close()
+
+
+def test_consume_dead_letters_a_record_that_is_not_a_message_and_goes_on(env):
+    @actor(broker=env.broker, topic=env.topic)
+    def step():
+        pass
+
+    env.produce_raw(b"not json", key=b"k")
+    sent = step.send_with_options(key="k")
+    consumer = env.broker.consume(env.topic, group_id=env.group, timeout=200)
+    try:
+        proxy = _next_message(consumer)
+        assert proxy.message.message_id == sent.message_id
+        consumer.ack(proxy)
+    finally:
+        consumer.close()
+    assert [d["reason"] for d in env.dead_letters()] == ["undecodable"]
+    assert env.committed() == {p: o for p, o in env.end_offsets().items() if o}
+
+
+def test_consume_of_a_topic_that_does_not_exist_raises_queue_not_found(env, unique):
+    with pytest.raises(QueueNotFound):
+        env.broker.consume(f"missing-{unique}")
+
+
+# ---------------------------------------------------------------- the stub's queues and dead letters by topic
+
+
+def test_the_stubs_queues_view_reads_without_taking_and_counts_what_the_group_has_not_done():
+    broker = StubBroker()
+    ran = []
+
+    @actor(broker=broker, topic="work")
+    def record(n):
+        ran.append(n)
+
+    with pytest.raises(KeyError):
+        broker.queues["never-used"]
+    assert "work" in broker.queues  # declared by its actor, nothing written yet
+    sent = record.send(1)
+    view = broker.queues["work"]
+    assert view.qsize() == 1 and view.unfinished_tasks == 1  # no group consumes it yet
+    assert Message.decode(view.get(timeout=1)) == sent
+    with pytest.raises(queue.Empty):
+        view.get(timeout=0.05)  # read once by the view...
+    view.put(record.message_with_options(args=(2,), key="k").encode())  # ...and a record written raw
+    worker = Worker(broker, worker_threads=2)
+    worker.start()
+    try:
+        broker.join("work", timeout=10_000)
+        worker.join()
+        assert sorted(ran) == [1, 2]  # the view's get took nothing from the workers
+        assert view.qsize() == 0 and view.unfinished_tasks == 0
+        keyed = [r for log in broker.topics["work"] for r in log if r.key == b"k"]
+        assert len(keyed) == 1  # put keyed the raw message by its key, as send does
+    finally:
+        worker.stop()
+    record.send(3)
+    broker.flush_all()
+    assert broker.queues["work"].qsize() == 0
+
+
+def test_the_stubs_dead_letters_by_topic_are_a_view_of_its_dead_letters():
+    broker = StubBroker()
+
+    @actor(broker=broker, topic="a", max_retries=0)
+    def fails_a():
+        raise ValueError("a")
+
+    @actor(broker=broker, topic="b", max_retries=0)
+    def fails_b():
+        raise ValueError("b")
+
+    worker = Worker(broker, worker_threads=1)
+    worker.start()
+    try:
+        sent = []
+        for failing in (fails_a, fails_b, fails_a):  # one at a time: dead-lettered in this order
+            sent.append(failing.send())
+            wait_for(lambda: sent[-1] in [d.message for d in broker.dead_letters])
+        first, second, third = sent
+    finally:
+        worker.stop()
+    assert [d.message for d in broker.dead_letters] == [first, second, third]  # in the order they came
+    by_topic = broker.dead_letters_by_queue
+    assert [d.message for d in by_topic["a"]] == [first, third]
+    assert [d.message for d in by_topic["b"]] == [second]
+    assert set(by_topic) == {"a", "b"} and len(by_topic["never"]) == 0
+    del by_topic["a"][0]
+    assert [d.message for d in broker.dead_letters] == [second, third]
+    broker.flush_all()
+    assert broker.dead_letters == [] and len(broker.dead_letters_by_queue["b"]) == 0
+
+
+# ---------------------------------------------------------------- a foreign eta, QUEUE_PREFETCH
+
+
+def test_a_message_whose_eta_is_not_epoch_ms_runs_now_with_dramatiqs_warning(env, caplog):
+    ran = []
+
+    @actor(broker=env.broker, topic=env.topic)
+    def record():
+        ran.append(True)
+
+    with pytest.raises(ValueError):
+        record.send_with_options(eta="soon")  # our senders refuse it...
+    env.start_worker()
+    with caplog.at_level(logging.WARNING, logger="broker.worker"):
+        env.produce_raw(record.message_with_options(eta="soon").encode())  # ...another producer may not
+        wait_for(lambda: ran, message="the message ran")
+    assert any("Invalid eta value for message" in r.getMessage() for r in caplog.records)
+    assert env.dead_letters() == []
+
+
+def test_queue_prefetch_is_the_default_of_max_buffered_per_partition(monkeypatch):
+    broker = StubBroker()
+    assert Worker(broker).max_buffered == broker_worker.QUEUE_PREFETCH == 2000
+    monkeypatch.setattr(broker_worker, "QUEUE_PREFETCH", 20)
+    assert Worker(broker).max_buffered == 20  # read when a worker is built, as Dramatiq's
+    assert Worker(broker, max_buffered_per_partition=5).max_buffered == 5
+
+
+# ---------------------------------------------------------------- use_namespace_prefix_keys
+
+
+@pytest.mark.parametrize("kind", ["stub", pytest.param("redis", marks=pytest.mark.stack)])
+def test_namespace_prefix_keys_name_topic_actor_and_id_and_results_are_found_by_message(kind, request, unique):
+    from broker.results.backends import RedisBackend
+
+    namespace = f"ns-{unique}"
+    if kind == "stub":
+        backend = StubBackend(namespace=namespace, use_namespace_prefix_keys=True)
+    else:
+        redis_client = request.getfixturevalue("redis_client")
+        backend = RedisBackend(client=redis_client, namespace=namespace, use_namespace_prefix_keys=True)
+    broker = StubBroker()
+    broker.add_middleware(Results(backend=backend))
+
+    @actor(broker=broker, topic="sums", store_results=True)
+    def add(x, y):
+        return x + y
+
+    worker = Worker(broker)
+    worker.start()
+    try:
+        sent = add.send(1, 2)
+        assert backend.get_result(sent, block=True, timeout=10_000) == 3
+    finally:
+        worker.stop()
+    key = backend.build_message_key(sent)
+    assert key == f"{namespace}:sums:add:{sent.message_id}"
+    if kind == "redis":
+        assert redis_client.exists(key)
+        redis_client.delete(key)
+    with pytest.raises(TypeError, match="pass the message"):
+        backend.get_result(sent.message_id)  # an id alone does not name the key any more
+    assert StubBackend(namespace=namespace).build_message_key(sent) == f"{namespace}:{sent.message_id}"  # the default

@@ -11,10 +11,11 @@ from broker.results.backend import ResultBackend
 class StubBackend(ResultBackend):
     """``namespace`` is accepted as Redis's is (each stub is its own store anyway)."""
 
-    def __init__(self, *, namespace: str = "results") -> None:
+    def __init__(self, *, namespace: str = "results", use_namespace_prefix_keys: bool = False) -> None:
         self.namespace = namespace
+        self.use_namespace_prefix_keys = use_namespace_prefix_keys
         self._changed = threading.Condition()
-        self._documents: dict[str, tuple[str, float]] = {}  # message id -> (document, expires at)
+        self._documents: dict[str, tuple[str, float]] = {}  # key (the message id) -> (document, expires at)
 
     def _put(self, message_id: str, document: str, ttl_ms: int) -> None:
         with self._changed:
