@@ -18,8 +18,9 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, Broker, dead_letter_headers
+from broker.broker import Broker
 from broker.consumer import RebalanceListener, Record, TopicPartition
+from broker.dead_letters import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, dead_letter_headers
 from broker.delays import DEFAULT_DELAY_PREFIX, HEADER_TOPIC
 from broker.errors import QueueJoinTimeout, QueueNotFound
 from broker.message import Message
