@@ -41,6 +41,7 @@ KAFKA_OUTSIDERS: dict[str, str] = {
     "tests/broker/test_kafka_internals.py": "checks the private names broker/brokers/kafka/internals.py needs "
     "on a real KafkaConsumer",
     "tests/broker/test_kafka_producer.py": "hands the broker a kafka-python error to see it translated",
+    "tests/broker/test_kafka_errors.py": "hands the translation kafka-python errors to see what leaves the package",
     "tests/broker/test_kafka_thread_producer.py": "reads back, as an outsider, what the threaded producer wrote",
     "tests/broker/test_toolbox_processes.py": "counts the scheduler's runs on the topic as an outsider",
     "tests/broker/test_tracing.py": "reads the record the broker wrote, to see its Kafka headers",
