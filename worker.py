@@ -11,7 +11,7 @@ import functools
 import sys
 
 from broker import Broker, KafkaBroker
-from broker.admin import consumer_lag, oldest_unprocessed_age_s
+from broker.brokers.kafka.admin import consumer_lag, oldest_unprocessed_age_s
 from broker.cli import main
 from broker.middleware import (
     AgeLimit,

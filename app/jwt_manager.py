@@ -6,7 +6,7 @@ key, or the ``kid`` for a JWKS), so the unverified pass is pure cost (what it co
 ``docs/performance.md``). This subclass reads the header alone, picks the key, and verifies once.
 
 It overrides a private method, so the module checks the pinned version and the private names it
-relies on at import and fails loudly on a mismatch (as ``broker/brokers/kafka_internals.py``
+relies on at import and fails loudly on a mismatch (as ``broker/brokers/kafka/internals.py``
 does for kafka-python): an upgrade must look at this file again.
 """
 

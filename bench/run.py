@@ -456,7 +456,7 @@ def bench_storage(devices: int, rounds: int) -> None:
     clock from starting the worker to the group's committed offsets reaching the end."""
     from kafka import KafkaAdminClient
 
-    from broker.admin import consumer_lag
+    from broker.brokers.kafka.admin import consumer_lag
     from core.resources import apply_events
     from core.settings import load_settings
     from core.wiring import make_broker
@@ -546,7 +546,7 @@ def bench_ingest(seconds: int, rate: int) -> None:
     """API + worker + PostgreSQL + Kafka on this machine: POST at ``rate``/s for ``seconds`` with
     the worker running (its own group, from the topic's end), sampling the group's lag; then
     freshness (202 -> GET shows the new payload) at half the measured max POST rate."""
-    from broker.admin import consumer_lag
+    from broker.brokers.kafka.admin import consumer_lag
     from core.settings import load_settings
 
     settings = load_settings(require_jwt=False)

@@ -6,14 +6,14 @@ import datetime as dt
 import logging
 import socket
 import threading
-import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from broker import delays
 from broker.consumer import RebalanceListener, Record
+from broker.dead_letters import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, dead_letter_headers
 from broker.errors import ActorNotFound, BrokerUnavailable, DuplicateActor, NoBrokerConfigured
-from broker.message import Message, format_timestamp, utcnow
+from broker.message import Message
 from broker.middleware import AsyncIO, Middleware, default_middleware
 
 if TYPE_CHECKING:
@@ -21,16 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEAD_LETTER_TOPIC = "dead-letters"  # applications pass their own
-TRACEBACK_LIMIT = 4000  # characters kept in a dead letter's traceback header
-DLQ_HEADER_PREFIX = "dlq."
-# Why a record was dead-lettered (the ``dlq.reason`` header).
-REASON_UNDECODABLE = delays.REASON_UNDECODABLE  # not a message: no value, not JSON, another format version, bad fields
-REASON_UNKNOWN_ACTOR = "unknown_actor"  # a message for an actor this worker does not have
-REASON_FAILED = "failed"  # the actor failed for good (retries exhausted, or an exception in ``throws``)
-REASON_WORKER_ERROR = "worker_error"  # the worker itself failed on this record (a bug in it or a middleware)
-REASON_SKIPPED = "skipped"  # an operator moved the group past it (``worker.py skip``)
-REASON_NO_TOPIC = delays.REASON_NO_TOPIC  # a delayed message came due for a topic that no longer exists
 # Message headers also written as Kafka record headers, where other languages' consumers and
 # Kafka tools look for them: W3C trace context (broker.middleware.tracing puts them there).
 RECORD_HEADERS = ("traceparent", "tracestate")
@@ -51,7 +41,8 @@ class SendFuture:
 
 
 class Broker:
-    """Base class. Subclasses implement :meth:`_produce`, :meth:`consume` and :meth:`flush`.
+    """Base class. Subclasses implement :meth:`_produce` (what :meth:`produce` does), :meth:`consume`
+    and :meth:`flush`.
 
     Parameters:
       middleware: the middleware instances to use; ``None`` means the defaults
@@ -291,8 +282,28 @@ class Broker:
             raise error
         return [f.message for f in futures]
 
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Callable[[float], None]:
+        """Start writing one record as it is: no message, no middleware, no delay routing. The seam
+        for code that moves records rather than sending messages (the delay forwarder, tools,
+        tests that play a producer); :meth:`enqueue` and :meth:`dead_letter` use the same path.
+
+        Parameters:
+          topic: where to write; key, value: the record's bytes; headers: Kafka record headers.
+
+        Returns:
+          ``wait(timeout_s)``, which returns once the broker acknowledged the record.
+
+        Raises:
+          BrokerUnavailable: the broker cannot take the record now (from ``produce`` itself, or
+            from ``wait`` when no acknowledgement came in time).
+          MessageTooLarge: the record is larger than the broker accepts.
+        """
+        return self._produce(topic, key, value, headers)
+
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
-        """Start sending one record; return ``wait(timeout_s)`` that raises BrokerUnavailable on failure."""
+        """What :meth:`produce` does, for a concrete broker to implement."""
         raise NotImplementedError
 
     def flush(self, timeout_ms: int | None = None) -> None:
@@ -349,36 +360,6 @@ class Broker:
 
     def close(self) -> None:
         """Release connections (flushes buffered sends first)."""
-
-
-def dead_letter_headers(
-    record: Record,
-    exception: BaseException,
-    *,
-    message: Message | None,
-    attempts: int,
-    host: str,
-    reason: str = REASON_FAILED,
-) -> list[tuple[str, bytes]]:
-    """Kafka headers describing why ``record`` was dead-lettered (Kafka Connect's convention)."""
-    tb = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
-    fields = {
-        "reason": reason,
-        "exception.type": f"{type(exception).__module__}.{type(exception).__qualname__}",
-        "exception.message": str(exception)[:1000],
-        "exception.traceback": tb[-TRACEBACK_LIMIT:],
-        "attempts": str(attempts),
-        "original.topic": record.topic,
-        "original.partition": str(record.partition),
-        "original.offset": str(record.offset),
-        "original.timestamp_ms": str(record.timestamp_ms),
-        "failed_at": format_timestamp(utcnow()),
-        "worker.host": host,
-    }
-    if message is not None:
-        fields["actor"] = message.actor_name
-        fields["message_id"] = message.message_id
-    return [(DLQ_HEADER_PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
 
 
 # ---------------------------------------------------------------- the global broker

@@ -315,7 +315,7 @@ def autoscale(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
     options = commands.client_options(broker)
 
     def read_lag() -> tuple[int, int]:
-        from broker.admin import consumer_lag
+        from broker.brokers.kafka.admin import consumer_lag
 
         report = consumer_lag(options, args.group, topics)
         return report["total_lag"], len(report["partitions"])

@@ -49,9 +49,7 @@ def import_actors(broker_factory: BrokerFactory, modules: Sequence[str]) -> Brok
 
 
 def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace, publishers: Mapping[str, LagPublisher]) -> int:
-    from kafka.errors import KafkaError
-
-    from broker.admin import consumer_lag, oldest_unprocessed_age_s, topic_size
+    from broker.brokers.kafka.admin import consumer_lag, oldest_unprocessed_age_s, topic_size
     from broker.errors import BrokerError
 
     broker = import_actors(broker_factory, args.modules)
@@ -64,7 +62,7 @@ def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace, publisher
         try:  # for the alarms: how old the backlog is, and how many dead letters there are
             report["oldest_age_s"] = round(oldest_unprocessed_age_s(options, report), 1)
             report["dead_letters"] = {broker.dead_letter_topic: topic_size(options, broker.dead_letter_topic)}
-        except (BrokerError, KafkaError) as exc:
+        except BrokerError as exc:
             report["extra_error"] = str(exc)
         if args.publish:
             report["published"] = publishers[args.publish](report)
@@ -74,7 +72,8 @@ def print_lag(broker_factory: BrokerFactory, args: argparse.Namespace, publisher
 
 
 def dead_letters(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
-    from broker.admin import describe_dead_letter, read_dead_letters, replay_dead_letters
+    from broker.brokers.kafka.admin import read_dead_letters, replay_dead_letters
+    from broker.dead_letters import describe_dead_letter
 
     broker = broker_factory()
     options = client_options(broker)
@@ -104,7 +103,7 @@ def client_options(broker: Broker) -> dict[str, Any]:
 
 def show_status(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
     """The group as Kafka sees it (members, hosts, partitions) and this host's worker processes."""
-    from broker.admin import describe_group
+    from broker.brokers.kafka.admin import describe_group
 
     broker = broker_factory()
     report = describe_group(client_options(broker), args.group)
@@ -115,8 +114,8 @@ def show_status(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
 
 
 def skip(broker_factory: BrokerFactory, args: argparse.Namespace) -> int:
-    """Dead-letter one record and move the group past it (see ``broker.admin.skip_record``)."""
-    from broker.admin import SkipRefused, skip_record
+    """Dead-letter one record and move the group past it (see ``broker.brokers.kafka.admin.skip_record``)."""
+    from broker.brokers.kafka.admin import SkipRefused, skip_record
 
     broker = broker_factory()
     try:

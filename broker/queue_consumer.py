@@ -22,8 +22,8 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
-from broker.broker import REASON_FAILED, REASON_UNDECODABLE
 from broker.consumer import Record, TopicPartition
+from broker.dead_letters import REASON_FAILED, REASON_UNDECODABLE
 from broker.errors import DecodeError, QueueNotFound
 from broker.message import Message
 from broker.offsets import PartitionState, Revocation, committable

@@ -42,9 +42,11 @@ from typing import Any
 
 from broker import transient
 from broker.actor import Call
-from broker.broker import REASON_FAILED, REASON_UNDECODABLE, REASON_UNKNOWN_ACTOR, REASON_WORKER_ERROR, Broker
+from broker.broker import Broker
 from broker.consumer import Consumer, Record, TopicPartition
-from broker.delays import DelayForwarder, now_ms
+from broker.dead_letters import REASON_FAILED, REASON_UNDECODABLE, REASON_UNKNOWN_ACTOR, REASON_WORKER_ERROR
+from broker.delay_forwarder import DelayForwarder
+from broker.delays import now_ms
 from broker.errors import ActorNotFound, BrokerUnavailable, DecodeError, Interrupt
 from broker.message import Message
 from broker.middleware.middleware import SkipMessage

@@ -25,7 +25,7 @@ DEFAULT_NAMESPACE: str = Settings.cloudwatch_namespace
 
 
 def lag_metric_data(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """CloudWatch ``MetricData`` entries for one lag report (see ``broker.admin.consumer_lag``)."""
+    """CloudWatch ``MetricData`` entries for one lag report (see ``broker.brokers.kafka.admin.consumer_lag``)."""
     group = report["group"]
     data = [
         {

@@ -24,8 +24,8 @@ import jwt
 import pytest
 
 from broker import KafkaBroker, Message
-from broker.broker import dead_letter_headers
 from broker.consumer import Record
+from broker.dead_letters import dead_letter_headers
 from tests.helpers import ROOT, free_port, http, start_group_at_end, stop_processes, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -165,7 +165,7 @@ def test_sign_in_watch_the_lag_and_replay_a_dead_letter_in_chromium(system, brow
     record = Record("events-input", 0, 0, device.encode(), message.encode(), [], int(time.time() * 1000))
     failure = RuntimeError("PostgreSQL refused it (before the fix)")
     headers = dead_letter_headers(record, failure, message=message, attempts=4, host="worker-1")
-    system["broker"]._produce(system["dlq"], device.encode(), message.encode(), headers)(10)
+    system["broker"].produce(system["dlq"], device.encode(), message.encode(), headers)(10)
 
     browser.get(f"{url}/admin/dead-letters")
     assert message.message_id in browser.page_source and "req-console-test" in browser.page_source

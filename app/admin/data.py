@@ -6,41 +6,21 @@ for its pages (:func:`overview`, :func:`group`, :func:`actor_registry`): the vie
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-from kafka.errors import KafkaError
+from typing import Any
 
 from app.admin.charts import line_chart
 from broker import admin as kafka_admin
 from broker import get_broker
-from broker.errors import BrokerError, BrokerUnavailable
+from broker.errors import BrokerError
 from broker.telemetry import BUCKET_S, KINDS, TelemetryReader
 from core.settings import Settings
 
-T = TypeVar("T")
 REPLAYED_KEY = "admin:replayed"  # hash "partition:offset" -> when the console replayed that dead letter
 STALE_SAMPLE_S = 30  # older lag samples mean no worker samples: the console measures the age itself
 
 
-def _kafka_call(fn: Callable[..., T]) -> Callable[..., T]:
-    """Kafka's own errors (a coordinator not ready yet, a node away) as BrokerUnavailable, which
-    the pages show as "Kafka did not answer" instead of failing."""
-
-    @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except KafkaError as exc:
-            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
-
-    return call
-
-
-@_kafka_call
 def describe_group(group_id: str) -> dict[str, Any]:
     return kafka_admin.describe_group(kafka_options(), group_id)
 
@@ -53,13 +33,11 @@ def kafka_options() -> dict[str, Any]:
     return options
 
 
-@_kafka_call
 def live_lag(settings: Settings, topics: list[str]) -> dict[str, Any]:
     """The worker group's lag now, per partition, straight from Kafka."""
     return kafka_admin.consumer_lag(kafka_options(), settings.kafka_consumer_group, topics)
 
 
-@_kafka_call
 def oldest_age(report: dict[str, Any]) -> float:
     """How old the oldest record the group has not processed is, in seconds."""
     return kafka_admin.oldest_unprocessed_age_s(kafka_options(), report)
@@ -120,7 +98,6 @@ def worker_series(reader: TelemetryReader) -> tuple[list[float | None], list[dic
 PAGE_PER_PARTITION = 100  # dead letters read per partition for one page: a burst of 1 MB letters stays bounded
 
 
-@_kafka_call
 def dead_letters(
     settings: Settings, redis: Any, *, actor: str = "", error: str = "", since_hours: float = 0, page: int = 0
 ) -> list:
@@ -147,7 +124,6 @@ def dead_letters(
     return rows
 
 
-@_kafka_call
 def dead_letter(settings: Settings, redis: Any, partition: int, offset: int) -> dict[str, Any] | None:
     """One dead letter in full: its summary, every header, the message and the traceback's end."""
     records = kafka_admin.read_records(kafka_options(), settings.kafka_topic_dlq, [(partition, offset)])
@@ -168,7 +144,6 @@ def _destination(record: Any) -> str | None:
     return kafka_admin.describe_dead_letter(record).get("original.topic")
 
 
-@_kafka_call
 def replay_plan(settings: Settings, positions: list[tuple[int, int]], allowed: list[str]) -> dict[str, Any]:
     """What replaying ``positions`` would do, for the confirmation page: per destination topic how
     many records go there, how many are refused (a topic no declared actor reads: a dead letter's
@@ -187,7 +162,6 @@ def replay_plan(settings: Settings, positions: list[tuple[int, int]], allowed: l
             "missing": len(positions) - len(records)}  # fmt: skip
 
 
-@_kafka_call
 def replay(settings: Settings, redis: Any, positions: list[tuple[int, int]], allowed: list[str]) -> tuple[int, int]:
     """Replay the dead letters at ``positions`` whose topic is one of ``allowed`` (the declared
     actors' topics); remember when, for the list. Returns (sent, refused)."""
@@ -201,7 +175,6 @@ def replay(settings: Settings, redis: Any, positions: list[tuple[int, int]], all
     return sent, len(records) - len(permitted)
 
 
-@_kafka_call
 def purge(settings: Settings, redis: Any) -> int:
     deleted = kafka_admin.purge_topic(kafka_options(), settings.kafka_topic_dlq)
     redis.delete(REPLAYED_KEY)

@@ -19,8 +19,9 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, MutableSequence, Sequence
 from typing import Any, NamedTuple, overload
 
-from broker.broker import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, Broker, dead_letter_headers
+from broker.broker import Broker
 from broker.consumer import RebalanceListener, Record, TopicPartition
+from broker.dead_letters import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, dead_letter_headers
 from broker.delays import DEFAULT_DELAY_PREFIX, HEADER_TOPIC
 from broker.errors import DecodeError, QueueJoinTimeout, QueueNotFound
 from broker.message import Message

@@ -1,6 +1,13 @@
-"""Built-in middleware (Dramatiq's names). ``default_middleware`` is what every broker gets unless told otherwise."""
+"""Built-in middleware (Dramatiq's names). ``default_middleware`` is what every broker gets unless told otherwise.
+
+:class:`Prometheus` is loaded when first named, so ``import broker`` does not import
+prometheus_client.
+"""
+
+from typing import TYPE_CHECKING
 
 from broker.errors import TimeLimitExceeded
+from broker.lazy import lazy_attributes
 from broker.middleware.age_limit import AgeLimit
 from broker.middleware.asyncio import AsyncIO
 from broker.middleware.callbacks import Callbacks
@@ -8,11 +15,13 @@ from broker.middleware.composition import GroupCallbacks, Pipelines
 from broker.middleware.current_message import CurrentMessage
 from broker.middleware.logging import Logging
 from broker.middleware.middleware import Middleware, MiddlewareError, SkipMessage
-from broker.middleware.prometheus import Prometheus
 from broker.middleware.retries import Retries
 from broker.middleware.shutdown import Shutdown, ShutdownNotifications
 from broker.middleware.threading import Interrupt, raise_thread_exception
 from broker.middleware.time_limit import TimeLimit
+
+if TYPE_CHECKING:
+    from broker.middleware.prometheus import Prometheus
 
 # Order matters: after-hooks run in reverse, so TimeLimit clears its deadline first and Retries
 # decides retry or failure before Callbacks and Pipelines look at the outcome.
@@ -41,3 +50,5 @@ __all__ = [
     "default_middleware",
     "raise_thread_exception",
 ]
+
+__getattr__ = lazy_attributes(__name__, {"Prometheus": "broker.middleware.prometheus"})

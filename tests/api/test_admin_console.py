@@ -121,8 +121,8 @@ def test_a_dead_letter_is_shown_and_replayed_after_a_confirmation(
     client, admin, app, make_topic, settings, caplog, declare_topic
 ):
     from broker import Message
-    from broker.broker import dead_letter_headers
     from broker.consumer import Record
+    from broker.dead_letters import dead_letter_headers
 
     origin = make_topic(partitions=1)
     broker = services(app).clients.broker
@@ -132,7 +132,7 @@ def test_a_dead_letter_is_shown_and_replayed_after_a_confirmation(
     )
     record = Record(origin, 0, 7, b"x", message.encode(), [], int(time.time() * 1000))
     headers = dead_letter_headers(record, ValueError("the payload was odd"), message=message, attempts=4, host="h")
-    broker._produce(settings.kafka_topic_dlq, b"x", message.encode(), headers)(10)  # as a worker dead-letters
+    broker.produce(settings.kafka_topic_dlq, b"x", message.encode(), headers)(10)  # as a worker dead-letters
     listing = client.get("/admin/dead-letters?actor=process_event&error=ValueError")
     assert message.message_id in listing.text and "r-1" in listing.text
     position = re.search(rf'value="(\d+:\d+)" aria-label="select {message.message_id}"', listing.text).group(1)
@@ -180,14 +180,14 @@ def test_the_sign_in_form_is_capped_in_size(client):
 def _dead_letter(client, app, settings, origin) -> str:
     """Write a dead letter of process_event from ``origin`` as a worker would; its position."""
     from broker import Message
-    from broker.broker import dead_letter_headers
     from broker.consumer import Record
+    from broker.dead_letters import dead_letter_headers
 
     broker = services(app).clients.broker
     message = Message(actor_name="process_event", topic=origin, args=({"device_id": "x"},), headers={})
     record = Record(origin, 0, 7, b"x", message.encode(), [], int(time.time() * 1000))
     headers = dead_letter_headers(record, ValueError("odd"), message=message, attempts=1, host="h")
-    broker._produce(settings.kafka_topic_dlq, b"x", message.encode(), headers)(10)
+    broker.produce(settings.kafka_topic_dlq, b"x", message.encode(), headers)(10)
     listing = client.get("/admin/dead-letters?actor=process_event").text
     return re.search(rf'value="(\d+:\d+)" aria-label="select {message.message_id}"', listing).group(1)
 
@@ -212,8 +212,8 @@ def test_replay_goes_only_to_declared_actor_topics_and_the_confirmation_names_th
 
 def test_a_header_cannot_spoof_a_dead_letters_position():
     from broker import Message
-    from broker.admin import describe_dead_letter
     from broker.consumer import Record
+    from broker.dead_letters import describe_dead_letter
 
     value = Message(actor_name="a", topic="t", args=(), headers={}).encode()
     headers = [("dlq.dlq_partition", b"9"), ("dlq.dlq_offset", b"99"), ("dlq.key", b"spoofed")]

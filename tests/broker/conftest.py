@@ -10,8 +10,9 @@ import pytest
 from kafka import KafkaAdminClient
 
 from broker import Broker, KafkaBroker, StubBroker, Worker
-from broker.admin import describe_dead_letter, read_dead_letters
+from broker.brokers.kafka.admin import read_dead_letters
 from broker.consumer import TopicPartition
+from broker.dead_letters import describe_dead_letter
 from broker.delays import tier_topics
 
 
@@ -62,7 +63,7 @@ class BrokerEnv:
 
     def produce_raw(self, value: bytes, key: bytes | None = None) -> None:
         """Put bytes on the topic that did not come from an actor (a foreign or broken producer)."""
-        self.broker._produce(self.topic, key, value, [])(10)
+        self.broker.produce(self.topic, key, value, [])(10)
 
 
 @pytest.fixture(params=["stub", pytest.param("kafka", marks=pytest.mark.stack)])

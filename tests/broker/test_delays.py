@@ -172,7 +172,7 @@ def test_junk_in_a_delay_topic_is_dead_lettered_and_forwarding_goes_on(delay_env
         ledger.add(name)
 
     delay_env.start_worker()
-    delay_env.broker._produce(delay_env.broker.delay_topics[0], b"k", b"not a delayed message", [])(10)
+    delay_env.broker.produce(delay_env.broker.delay_topics[0], b"k", b"not a delayed message", [])(10)
     ping.send_with_options(args=("after-junk",), key="k", delay=300)
     wait_for(lambda: ledger.names() == ["after-junk"], timeout=30, message=str(ledger.runs))
     wait_for(lambda: delay_env.dead_letters(), timeout=30)

@@ -9,8 +9,8 @@ import pytest
 from kafka import KafkaConsumer
 from kafka.coordinator.consumer import ConsumerCoordinator
 
-from broker.brokers import kafka_internals as internals
-from broker.brokers.kafka_internals import KafkaInternalsError, check_consumer, check_library
+from broker.brokers.kafka import internals
+from broker.brokers.kafka.internals import KafkaInternalsError, check_consumer, check_library
 
 
 def test_the_installed_kafka_python_passes_the_check():

@@ -11,7 +11,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from broker import Call, actor
-from broker.admin import read_dead_letters
+from broker.brokers.kafka.admin import read_dead_letters
 from broker.brokers.stub import StubBroker
 from core import tracing
 from tests.helpers import wait_for
@@ -130,7 +130,7 @@ def test_a_foreign_record_with_only_a_traceparent_header_continues_its_trace(env
     # what a Go or Java producer writes: W3C trace context in Kafka's headers only
     value = foreign_value("foreign_target", env.topic, [7])
     traceparent = f"00-{FOREIGN_TRACE_ID}-{FOREIGN_SPAN_ID}-01".encode()
-    env.broker._produce(env.topic, b"k", value, [("traceparent", traceparent)])(10)
+    env.broker.produce(env.topic, b"k", value, [("traceparent", traceparent)])(10)
     wait_for(lambda: traced.finished(f"process {env.topic}"), message="a consumer span")
     (process,) = traced.finished(f"process {env.topic}")
     assert f"{process.context.trace_id:032x}" == FOREIGN_TRACE_ID
@@ -170,7 +170,7 @@ def test_an_unsampled_trace_stays_unsampled_in_the_worker(env, traced):
     env.start_worker()
     value = foreign_value("unsampled_target", env.topic, [])
     unsampled = f"00-{FOREIGN_TRACE_ID}-{FOREIGN_SPAN_ID}-00".encode()
-    env.broker._produce(env.topic, None, value, [("traceparent", unsampled)])(10)
+    env.broker.produce(env.topic, None, value, [("traceparent", unsampled)])(10)
     wait_for(lambda: done, message="the message ran")
     assert not done[0].trace_flags.sampled and f"{done[0].trace_id:032x}" == FOREIGN_TRACE_ID
     assert traced.finished(f"process {env.topic}") == []

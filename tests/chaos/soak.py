@@ -32,8 +32,8 @@ from pathlib import Path
 from kafka import KafkaProducer
 from sqlalchemy import text
 
-from broker.admin import consumer_lag
 from broker.brokers.kafka import client_options
+from broker.brokers.kafka.admin import consumer_lag
 from core.settings import Settings, load_settings
 from tests.chaos.harness import INPUT_TOPIC, ROOT, Readers, Run, dead_letters_since, descendants, log
 from tests.chaos.scenarios import _poison_records

@@ -4,7 +4,7 @@ Each "task" is a real ``worker.py run`` process in one consumer group on a fresh
 controller plays Application Auto Scaling (:class:`~tests.scaling.target_tracking.TargetTracking`
 with the policy files' target, bounds and cooldowns, ``time_factor`` times faster): once per
 period it averages the ``ConsumerLag`` datapoints the lag publisher would have sent
-(:func:`core.cloudwatch.lag_metric_data` over :func:`broker.admin.consumer_lag`, sampled every
+(:func:`core.cloudwatch.lag_metric_data` over :func:`broker.brokers.kafka.admin.consumer_lag`, sampled every
 second), divides by the running tasks, and starts tasks or stops them as ECS does: SIGTERM, then
 SIGKILL after the task definition's ``stopTimeout``. A producer sends events at the ramp's rates;
 the actor (:mod:`tests.scaling.actors`) sleeps 20 ms per event and records each run.
@@ -36,8 +36,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from broker import KafkaBroker, Message
-from broker.admin import consumer_lag
 from broker.brokers.kafka import client_options
+from broker.brokers.kafka.admin import consumer_lag
 from core.cloudwatch import lag_metric_data
 from core.settings import Settings
 from tests.scaling.target_tracking import HIGH_DATAPOINTS, TargetTracking

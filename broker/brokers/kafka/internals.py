@@ -50,7 +50,7 @@ def check_library(version: str | None = None) -> None:
     version = kafka.__version__ if version is None else version
     if version != PINNED_VERSION:
         raise KafkaInternalsError(
-            f"kafka-python {version} is installed, but broker/brokers/kafka_internals.py was checked against "
+            f"kafka-python {version} is installed, but broker/brokers/kafka/internals.py was checked against "
             f"{PINNED_VERSION} only: install kafka-python=={PINNED_VERSION}, or re-check the private attributes "
             "it lists for the new version and update PINNED_VERSION"
         )
@@ -82,7 +82,7 @@ def check_consumer(consumer: Any) -> None:
     if missing:
         raise KafkaInternalsError(
             f"this kafka-python's KafkaConsumer lacks {', '.join('KafkaConsumer.' + m for m in missing)}, "
-            "which the worker needs (see broker/brokers/kafka_internals.py)"
+            "which the worker needs (see broker/brokers/kafka/internals.py)"
         )
 
 
