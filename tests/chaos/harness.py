@@ -6,7 +6,9 @@ rate, each with its own sequence number in the payload, and every answer goes in
 Faults are injected from outside (SIGKILL, stopping a server). Afterwards the harness waits for
 the drain and checks, in PostgreSQL and through ``GET /resource``, that every acknowledged event
 was stored exactly once and that every device's resource (and its cache entry) shows its newest
-acknowledged event.
+acknowledged event. With ``Run(..., async_actor=True)`` an ``async def`` actor
+(:mod:`tests.chaos.async_actors`) runs in the same worker and is held to the same ledger: every
+message it was sent and Kafka acknowledged is stored exactly once (or dead-lettered with a reason).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
+import importlib
 import json
 import os
 import random
@@ -34,18 +37,26 @@ from typing import Self
 import jwt
 import jwt.warnings
 import redis
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import TopicPartition as KTP
 from sqlalchemy import Engine, text
 
+from broker import set_broker
 from broker.brokers.kafka import client_options
+from broker.errors import BrokerError
+from broker.message import Message
+from broker.middleware import AsyncIO
 from core.cache import cache_key
 from core.db import make_engine
 from core.settings import Settings
+from core.wiring import make_broker
 from tests.helpers import free_port, start_group_at_end
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUT_TOPIC = "events-input"
+# imported only by a run that wants it: importing declares its actor on whatever broker is set
+ASYNC_MODULE = "tests.chaos.async_actors"
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)  # the development secret
 
 
@@ -107,8 +118,10 @@ class System:
         worker_processes: int = 2,
         env: dict | None = None,
         static: bool = False,
+        modules: tuple[str, ...] = ("tasks",),
     ):
         self.settings = settings
+        self.modules = modules
         self.group = f"chaos-{run_id}"
         # static membership (KIP-345): each worker process restarts under the same identity
         self.instance_id = f"chaos-{run_id}" if static else None
@@ -137,6 +150,10 @@ class System:
 
     def start(self) -> None:
         start_group_at_end(self.settings.kafka_options, self.group, INPUT_TOPIC)
+        if ASYNC_MODULE in self.modules:
+            from tests.chaos import async_actors
+
+            start_group_at_end(self.settings.kafka_options, self.group, async_actors.TOPIC)
         self.api = self._spawn(
             "api", [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], self.api_env
         )
@@ -145,7 +162,7 @@ class System:
             raise RuntimeError(f"the API did not answer /healthz; see {self.logs}")
 
     def start_worker(self) -> None:
-        argv = [sys.executable, "worker.py", "run", "-p", str(self.worker_processes), "-t", "8"]
+        argv = [sys.executable, "worker.py", "run", *self.modules, "-p", str(self.worker_processes), "-t", "8"]
         if self.instance_id:
             argv += ["--instance-id", self.instance_id]
         self.worker = self._spawn("worker", argv, self.worker_env)
@@ -321,6 +338,49 @@ class Readers(Loop):
             self.ledger.reads.append((time.monotonic(), status))
 
 
+class AsyncSender(Loop):
+    """Sends ``rate`` messages a second to the async actor through the library (``actor.send``,
+    which returns once Kafka acknowledged), each with its own ledger id; remembers the acknowledged
+    ones (the async ledger) and counts the sends that failed (not acknowledged: no promise made)."""
+
+    def __init__(self, run_id: str, rate: float = 5) -> None:
+        super().__init__(1 / rate)
+        self.run_id = run_id
+        self.acked: list[str] = []
+        self.failed = 0
+        self._seq = 0
+
+    def tick(self) -> None:
+        self._seq += 1
+        ledger_id = f"{self.run_id}-a{self._seq}"
+        from tests.chaos import async_actors
+
+        try:
+            async_actors.store_async.send(self.run_id, ledger_id)
+        except BrokerError:
+            self.failed += 1
+        else:
+            self.acked.append(ledger_id)
+
+
+def ensure_async_actor(settings: Settings, engine: Engine) -> None:
+    """The async actor's topic (if missing: replication factor 1 on the single-broker stack, 3 on
+    the cluster) and its table."""
+    from tests.chaos import async_actors
+
+    admin = KafkaAdminClient(**client_options(**settings.kafka_options))
+    try:
+        if async_actors.TOPIC not in admin.list_topics():
+            replicas = min(3, len(admin.describe_cluster()["brokers"]))
+            spec = {"num_partitions": async_actors.TOPIC_PARTITIONS, "replication_factor": replicas}
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics({async_actors.TOPIC: spec})
+        admin.wait_for_topics([async_actors.TOPIC], timeout_ms=30000)
+    finally:
+        admin.close()
+    async_actors.create_table(engine)
+
+
 # ---------------------------------------------------------------- what PostgreSQL holds
 
 
@@ -421,17 +481,30 @@ class Run:
         worker_processes: int = 2,
         env: dict | None = None,
         static: bool = False,
+        async_actor: bool = False,
     ):
         self.settings = settings
         self.scenario = scenario
         self.run_id = f"{scenario}-{uuid.uuid4().hex[:6]}"
-        self.system = System(settings, self.run_id, worker_processes=worker_processes, env=env, static=static)
+        modules = ("tasks", ASYNC_MODULE) if async_actor else ("tasks",)
+        self.system = System(
+            settings, self.run_id, worker_processes=worker_processes, env=env, static=static, modules=modules
+        )
         self.ledger = Ledger()
         self.engine = make_engine(settings, pool_size=2, max_overflow=0)
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.stored = Stored(self.engine, f"chaos-{self.run_id}-")
         self.dlq_start = dead_letter_ends(settings)
         self.result = Result(scenario)
+        self.sender: AsyncSender | None = None
+        self._sender_broker = None
+        if async_actor:
+            ensure_async_actor(settings, self.engine)
+            # this process only sends: a broker with AsyncIO, which an async actor's declaration needs
+            self._sender_broker = make_broker(settings, middleware=[AsyncIO()])
+            set_broker(self._sender_broker)
+            importlib.import_module(ASYNC_MODULE)  # declares the actor on it
+            self.sender = AsyncSender(self.run_id)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Run]:
@@ -439,9 +512,15 @@ class Run:
         log(f"{self.scenario}: starting the API and worker.py -p {processes} (logs {self.system.logs})")
         self.system.start()
         self.stored.start()
+        if self.sender:
+            self.sender.start()
         try:
             yield self
         finally:
+            if self.sender:
+                self.sender.stop()
+            if self._sender_broker:
+                self._sender_broker.close()
             self.stored.stop()
             self.system.stop()
             self.engine.dispose()
@@ -454,6 +533,8 @@ class Run:
     ) -> Result:
         """Stop the load, wait for the drain, and fill in the result."""
         devices.stop()
+        if self.sender:
+            self.sender.stop()
         result = self.result
         acked = self.ledger.acked()
         result.acked = len(acked)
@@ -466,9 +547,60 @@ class Run:
         if not drained:
             result.problems.append(f"not drained within {drain_timeout:.0f}s")
         self._check_rows(acked, devices.ids)
-        result.dlq = len(dead_letters_since(self.settings, self.dlq_start))
+        letters = dead_letters_since(self.settings, self.dlq_start)
+        result.dlq = len(letters)
         self._recovery(acked, fault_end, max_recovery_s)
+        if self.sender:
+            self._check_async(letters, drain_timeout)
         return result
+
+    def _stored_async(self) -> dict[str, int]:
+        """``{ledger_id: deliveries}`` of this run's rows in the async actor's table."""
+        from tests.chaos import async_actors
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(f"SELECT ledger_id, deliveries FROM {async_actors.TABLE} WHERE run_id = :r"), {"r": self.run_id}
+            ).all()
+        return {ledger_id: deliveries for ledger_id, deliveries in rows}
+
+    def _check_async(self, letters: list, drain_timeout: float) -> None:
+        """The async actor's ledger: every acknowledged send stored (its table's primary key makes
+        a second store impossible; ``deliveries`` counts the redeliveries it absorbed) or
+        dead-lettered with a reason. Figures: ``async_sent`` (acknowledged), ``async_stored``,
+        ``async_missing``, ``async_redelivered``, ``async_dlq``, ``async_send_failed``."""
+        from tests.chaos import async_actors
+
+        assert self.sender is not None
+        wanted = set(self.sender.acked)
+        dead: dict[str, str] = {}
+        for record in letters:
+            with contextlib.suppress(Exception):  # another actor's letter, or an undecodable one
+                message = Message.decode(record.value)
+                if message.actor_name == async_actors.ACTOR_NAME and message.args[0] == self.run_id:
+                    dead[message.args[1]] = dict(record.headers or []).get("dlq.reason", b"").decode()
+        stored: dict[str, int] = {}
+
+        def drained() -> bool:
+            stored.clear()
+            stored.update(self._stored_async())
+            return wanted <= stored.keys() | dead.keys()
+
+        if not wait_until(drained, timeout=drain_timeout, interval=0.5):
+            self.result.problems.append(f"async actor not drained within {drain_timeout:.0f}s")
+        missing = wanted - stored.keys() - dead.keys()
+        figures = self.result.figures
+        figures["async_sent"] = len(wanted)
+        figures["async_stored"] = len(wanted & stored.keys())
+        figures["async_missing"] = len(missing)
+        figures["async_redelivered"] = sum(1 for i in wanted if stored.get(i, 0) > 1)
+        figures["async_dlq"] = len(dead)
+        figures["async_send_failed"] = self.sender.failed
+        if missing:
+            self.result.problems.append(f"{len(missing)} acknowledged async messages lost: {sorted(missing)[:5]}")
+        unreasoned = [i for i, reason in dead.items() if not reason]
+        if unreasoned:
+            self.result.problems.append(f"{len(unreasoned)} async messages dead-lettered without a reason")
 
     def processing_latency(self) -> dict[str, float]:
         """Seconds from each acknowledged event's 202 until it was first seen stored: p50, p99, max."""

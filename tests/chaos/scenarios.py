@@ -62,9 +62,11 @@ def worker_kill(settings: Settings, short: bool, *, static: bool = True) -> Resu
     back without a rebalance. ``worker-kill-dynamic`` runs the same storm without, for comparison.
     Beyond the ledger's checks it reports, per restart, the seconds until the next event was stored
     (``first_stored_s``: the longest, and every one; a restart killed again before it stored
-    anything counts in ``killed_first`` instead), and the 202 -> stored latency."""
+    anything counts in ``killed_first`` instead), and the 202 -> stored latency. An ``async def``
+    actor runs in the same worker under the same kills, with its own ledger (``async_*`` figures;
+    :mod:`tests.chaos.async_actors`)."""
     kills = 4 if short else 10
-    run = Run(settings, "worker-kill" if static else "worker-kill-dynamic", static=static)
+    run = Run(settings, "worker-kill" if static else "worker-kill-dynamic", static=static, async_actor=True)
     kills_at: list[float] = []
     restarts: list[float] = []
     with run.running():
