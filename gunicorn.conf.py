@@ -9,8 +9,8 @@ import tempfile
 # reachable from the network hands out admin rights (the container sets BIND=0.0.0.0:8000)
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 # gevent, plus a deadline on reading a request's head (HEADER_TIMEOUT, slowloris) and on its body
-# (BODY_TIMEOUT, BODY_MIN_RATE; read before the app runs) and JSON bodies for the errors gunicorn
-# answers itself: core/gunicorn_worker.py
+# (BODY_TIMEOUT, BODY_MIN_RATE; read before the app runs), the keep-alive turn (KEEPALIVE_TURNS) and
+# JSON bodies for the errors gunicorn answers itself: core/gunicorn_worker.py
 worker_class = "core.gunicorn_worker.HeaderDeadlineGeventWorker"
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
 # Every connection holds a slot, idle keep-alives included. Greenlets are cheap (a few KB), so

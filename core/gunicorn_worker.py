@@ -28,8 +28,12 @@ fast network the next request of a keep-alive client, or Redis's reply, is often
 our Python asks for it. One greenlet could then serve request after request without ever
 letting the hub poll the other connections, which wait, however ready, until it stops: a fast
 median and a tail of the longest gap between polls. One ``gevent.sleep(0)`` before each
-keep-alive request's head gives every ready connection its turn (before and after, under wrk at
-128 connections: ``docs/performance.md``).
+keep-alive request's head gives every ready connection its turn. It queues the greenlet among
+gevent's callbacks, which still run before the next poll, so the greenlets that find their next
+request already there keep going while the others wait; ``KEEPALIVE_TURNS=1`` makes the turn
+come after the loop turn's socket events instead (``core.turns.next_request_turn``): a fairer
+tail under closed-loop load, a worse one under open-loop load on the 2-core machine, so it is
+opt-in (both measured in ``docs/performance.md``).
 
 Why JSON errors: the errors gunicorn answers itself, before the app sees a request (400 for a
 malformed request line or header, 414, 431, 417, 501, and a 500 when the app crashed outside
@@ -55,12 +59,15 @@ from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.ggevent import GeventWorker
 
-from core import gunicorn_response
+from core import gunicorn_response, turns
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 5.0
 DEFAULT_BODY_MIN_RATE = 1024.0  # bytes per second
 DEFAULT_MAX_BODY_BYTES = 64 * 1024  # the API's own default (core/settings.py)
+# KEEPALIVE_TURNS=1: a keep-alive request's turn comes after the loop turn's socket events
+# (core.turns.next_request_turn) instead of gevent.sleep(0); opt-in (docs/performance.md)
+KEEPALIVE_TURNS = os.environ.get("KEEPALIVE_TURNS", "0") == "1"
 
 
 def header_timeout() -> float:
@@ -112,7 +119,10 @@ class _HeadDeadlineSocket:
     def reading_head(self) -> Iterator[None]:
         """Wrap one ``next(parser)``: idle wait, then the head itself."""
         if self._served:
-            gevent.sleep(0)  # one request per turn (module docstring: fairness)
+            if KEEPALIVE_TURNS:
+                turns.next_request_turn()  # after the loop turn's socket events (module docstring)
+            else:
+                gevent.sleep(0)  # one request per turn (module docstring: fairness)
         idle = self._keepalive if self._served else self._head_timeout
         self._deadline = time.monotonic() + idle
         self._started = False

@@ -85,7 +85,7 @@ class Settings:
     proxy_hops: int = 0  # PROXY_HOPS (proxies in front that set X-Forwarded-For/-Proto: 1 behind an ALB)
     api_max_in_flight: int = 256  # API_MAX_IN_FLIGHT (per API process; beyond it: 503 + Retry-After; 0: off)
     api_max_loop_lag_ms: int = 500  # API_MAX_LOOP_LAG_MS (an API process's event loop this late: 503; 0: off)
-    api_reads_first: int = 1  # API_READS_FIRST (1: a write's CPU waits while reads are ready; 0: off)
+    api_reads_first: int = 0  # API_READS_FIRST (1: a write's CPU waits for the ready reads; 0: off, the default)
     api_max_write_wait_ms: int = 500  # API_MAX_WRITE_WAIT_MS (writes queued behind reads this long: 503; 0: off)
     rate_limit_events: str = "100/5 seconds"  # RATE_LIMIT_EVENTS (per device and per token subject)
     rate_limit_refused: str = "50/5 seconds"  # RATE_LIMIT_REFUSED (refused requests per client address)

@@ -23,7 +23,8 @@ long the oldest write has waited (:func:`oldest_wait`) is the writes' own overlo
 API sheds new writes at once (``503`` + ``Retry-After``) while it exceeds
 ``API_MAX_WRITE_WAIT_MS`` (app/overload.py), instead of queueing them until clients give up.
 
-The API turns it on per process (:func:`enable`, ``API_READS_FIRST``); off, or outside a
+The API turns it on per process (:func:`enable`, ``API_READS_FIRST=1``; opt-in, as it did not pay
+under the open-loop mix on the 2-core machine: docs/performance.md); off, or outside a
 gevent-patched process (tests, scripts, the worker), :func:`give_way` returns at once.
 """
 
@@ -42,12 +43,12 @@ from gevent.hub import Waiter, get_hub
 class Turns:
     """The writes of one hub waiting for their turn after the reads (module docstring)."""
 
-    def __init__(self, hub: Any, budget: float = 0.001) -> None:
+    def __init__(self, hub: Any, budget: float = 0.001, priority: int = -2) -> None:
         self._hub = hub
         self.budget = budget
         self._waiting: deque[tuple[Waiter, float]] = deque()
         self._after_reads = hub.loop.check()
-        self._after_reads.priority = -2  # libev's lowest: after every socket event of the turn
+        self._after_reads.priority = priority  # -2, libev's lowest: after every other event of the turn
         self._no_block = hub.loop.idle()  # while writes wait, the loop polls without blocking
 
     @property
@@ -119,6 +120,22 @@ def _turns() -> Turns | None:
     if turns is None:
         turns = hub._reads_first_turns = Turns(hub)
     return turns
+
+
+def next_request_turn() -> None:
+    """Before a keep-alive connection's next request: wait until this loop turn's socket events
+    have run (core/gunicorn_worker.py). ``gevent.sleep(0)`` queued the greenlet among gevent's
+    callbacks, which run before the next poll, so greenlets whose next request and Redis reply
+    were already there served request after request while those waiting on a socket waited for
+    the whole run (the tail at 128 connections, docs/performance.md). Ahead of the writes'
+    queue (priority -1 against -2), so a read's next request still comes first."""
+    hub = get_hub()
+    if gevent.getcurrent() is hub:
+        return
+    turns = getattr(hub, "_next_request_turns", None)
+    if turns is None:
+        turns = hub._next_request_turns = Turns(hub, priority=-1)
+    turns.wait()
 
 
 def give_way() -> None:

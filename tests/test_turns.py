@@ -105,3 +105,24 @@ def test_reads_first_is_turned_on_and_off_per_process(monkeypatch):
     assert turns.enabled()
     turns.enable(False)
     assert not turns.enabled()
+
+
+def test_a_next_request_turn_comes_after_the_ready_sockets_unlike_sleep_0():
+    """The keep-alive yield (core/gunicorn_worker.py): a greenlet about to read its next request
+    lets a socket that became ready run first."""
+    assert _when_the_read_ran(Turns(get_hub(), budget=0, priority=-1).wait) == (50, 51)
+
+
+def test_next_requests_go_before_queued_writes():
+    hub = get_hub()
+    writes, next_requests = Turns(hub, budget=0), Turns(hub, budget=0, priority=-1)
+    order: list[str] = []
+
+    def queued(queue: Turns, name: str) -> None:
+        queue.wait()
+        order.append(name)
+
+    first = gevent.spawn(queued, writes, "write")
+    second = gevent.spawn(queued, next_requests, "next request")
+    gevent.joinall([first, second])
+    assert order == ["next request", "write"]

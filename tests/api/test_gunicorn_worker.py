@@ -121,13 +121,14 @@ def test_an_idle_keep_alive_connection_outlives_the_header_deadline(tmp_path):
         assert _read_response(conn).startswith(b"HTTP/1.1 200")
 
 
-def test_a_client_pipelining_many_requests_does_not_make_another_wait_behind_all_of_them(tmp_path):
+@pytest.mark.parametrize("turns", ["0", "1"], ids=["sleep-0", "keepalive-turns"])
+def test_a_client_pipelining_many_requests_does_not_make_another_wait_behind_all_of_them(tmp_path, turns):
     """1,000 requests arrive at once on one connection; once it is being answered, one request
     arrives on another. Each of the 1,000 is already in the socket when its turn comes, so without
     a yield between keep-alive requests one greenlet answered them all before the hub looked at
-    the other connection again."""
+    the other connection again. Either yield (``KEEPALIVE_TURNS``) keeps the other one's turn."""
     pipelined = 1000
-    with gunicorn(tmp_path, WEB_CONCURRENCY="1") as port:
+    with gunicorn(tmp_path, WEB_CONCURRENCY="1", KEEPALIVE_TURNS=turns) as port:
         busy = socket.create_connection(("127.0.0.1", port), 10)
         other = socket.create_connection(("127.0.0.1", port), 10)
         with busy, other:
@@ -159,6 +160,20 @@ def test_a_keep_alive_connection_yields_once_before_each_later_request(monkeypat
         with wrapped.reading_head():
             pass
     assert yields == [0, 0]  # none before the first request, one before each later one
+
+
+def test_with_keepalive_turns_a_later_request_waits_for_its_turn_after_the_sockets(monkeypatch):
+    from core import gunicorn_worker
+
+    turns: list[str] = []
+    monkeypatch.setattr(gunicorn_worker, "KEEPALIVE_TURNS", True)
+    monkeypatch.setattr(gunicorn_worker.turns, "next_request_turn", lambda: turns.append("turn"))
+    monkeypatch.setattr(gunicorn_worker.gevent, "sleep", lambda seconds=0: pytest.fail("sleep(0) with turns on"))
+    wrapped = gunicorn_worker._HeadDeadlineSocket(object(), keepalive=75.0, head_timeout=10.0)
+    for _ in range(3):
+        with wrapped.reading_head():
+            pass
+    assert turns == ["turn", "turn"]
 
 
 BAD_REQUESTS = {
