@@ -36,7 +36,8 @@ COMPOSE := .stack/bin/docker-compose
 COMPOSE_MODULE := github.com/docker/compose/v2@v2.40.3
 $(COMPOSE):
 	@command -v go >/dev/null || { echo "make: installing Go for docker-compose"; sudo -n true 2>/dev/null && S=sudo; $$S apt-get install -y -qq golang-go >/dev/null; }
-	@set -e; src=$$(GOTOOLCHAIN=auto GOFLAGS=-mod=mod go mod download -json $(COMPOSE_MODULE) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	@set -eo pipefail; src=$$(GOTOOLCHAIN=auto GOFLAGS=-mod=mod go mod download -json $(COMPOSE_MODULE) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	  [ -n "$$src" ] || { echo "make: downloading $(COMPOSE_MODULE) failed"; exit 1; }; \
 	  work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; cp -r "$$src/." "$$work"; chmod -R u+w "$$work"; \
 	  echo "make: building docker-compose from $(COMPOSE_MODULE)"; \
 	  cd "$$work" && GOTOOLCHAIN=auto CGO_ENABLED=0 go build -trimpath -o "$(CURDIR)/$(COMPOSE)" ./cmd
@@ -48,7 +49,8 @@ JAEGER := .stack/bin/jaeger
 JAEGER_MODULE := github.com/jaegertracing/jaeger@v1.75.0
 $(JAEGER):
 	@command -v go >/dev/null || { echo "make: installing Go for Jaeger"; sudo -n true 2>/dev/null && S=sudo; $$S apt-get install -y -qq golang-go >/dev/null; }
-	@set -e; src=$$(GOTOOLCHAIN=auto GOFLAGS=-mod=mod go mod download -json $(JAEGER_MODULE) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	@set -eo pipefail; src=$$(GOTOOLCHAIN=auto GOFLAGS=-mod=mod go mod download -json $(JAEGER_MODULE) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	  [ -n "$$src" ] || { echo "make: downloading $(JAEGER_MODULE) failed"; exit 1; }; \
 	  work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; cp -r "$$src/." "$$work"; chmod -R u+w "$$work"; \
 	  echo "make: building Jaeger from $(JAEGER_MODULE) (a few minutes the first time)"; mkdir -p "$(CURDIR)/$(dir $(JAEGER))"; \
 	  cd "$$work" && GOTOOLCHAIN=auto CGO_ENABLED=0 go build -trimpath \

@@ -73,9 +73,9 @@ def post_event() -> ResponseReturnValue:
     if held is not None:
         event["idempotency_key"] = held.hashed  # the worker stores a retry once even without Redis
     response, status = _enqueue(event)
-    turns.give_way()  # back from Kafka's acknowledgement: reads first
-    if held is not None:
+    if held is not None:  # before giving way: an accepted event's key must not stay pending
         idempotency.settle(services(), held, status=status, request_id=g.request_id)
+    turns.give_way()  # back from Kafka's acknowledgement: reads first (core/turns.py)
     return response, status
 
 

@@ -84,7 +84,7 @@ class Worker:
       shutdown_timeout_ms: how long :meth:`stop` lets running messages finish.
       dependency_min_backoff_ms, dependency_max_backoff_ms: the wait before trying a message again
         after a dependency failed under it (doubling from the first, capped at the second, jittered).
-      forward_delays: also run a :class:`~broker.delays.DelayForwarder`, which moves delayed
+      forward_delays: also run a :class:`~broker.delay_forwarder.DelayForwarder`, which moves delayed
         messages to their topics when due (when the broker has delay topics).
       instance_id: a stable identity for this member (Kafka static membership): restarted with the
         same id within the session timeout, it gets its partitions back without a rebalance.

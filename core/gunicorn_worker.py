@@ -65,9 +65,6 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 5.0
 DEFAULT_BODY_MIN_RATE = 1024.0  # bytes per second
 DEFAULT_MAX_BODY_BYTES = 64 * 1024  # the API's own default (core/settings.py)
-# KEEPALIVE_TURNS=1: a keep-alive request's turn comes after the loop turn's socket events
-# (core.turns.next_request_turn) instead of gevent.sleep(0); opt-in (docs/performance.md)
-KEEPALIVE_TURNS = os.environ.get("KEEPALIVE_TURNS", "0") == "1"
 
 
 def header_timeout() -> float:
@@ -83,6 +80,16 @@ def _positive(name: str, default: float) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be a positive number")
     return value
+
+
+def keepalive_turns() -> bool:
+    """``KEEPALIVE_TURNS`` (``0``, the default, or ``1``): whether a keep-alive request's turn
+    comes after the loop turn's socket events (``core.turns.next_request_turn``) instead of
+    ``gevent.sleep(0)``; opt-in (docs/performance.md)."""
+    value = os.environ.get("KEEPALIVE_TURNS", "0")
+    if value not in ("0", "1"):
+        raise ValueError("KEEPALIVE_TURNS must be 0 or 1")
+    return value == "1"
 
 
 def body_limits() -> tuple[float, float, int]:
@@ -102,8 +109,9 @@ class _HeadDeadlineSocket:
     is closed and only logged at debug level.
     """
 
-    def __init__(self, sock: Any, keepalive: float, head_timeout: float) -> None:
+    def __init__(self, sock: Any, keepalive: float, head_timeout: float, turns: bool = False) -> None:
         self._sock = sock
+        self._turns = turns  # KEEPALIVE_TURNS
         self._keepalive = keepalive
         self._head_timeout = head_timeout
         self._served = 0
@@ -119,7 +127,7 @@ class _HeadDeadlineSocket:
     def reading_head(self) -> Iterator[None]:
         """Wrap one ``next(parser)``: idle wait, then the head itself."""
         if self._served:
-            if KEEPALIVE_TURNS:
+            if self._turns:
                 turns.next_request_turn()  # after the loop turn's socket events (module docstring)
             else:
                 gevent.sleep(0)  # one request per turn (module docstring: fairness)
@@ -184,6 +192,7 @@ class HeaderDeadlineGeventWorker(GeventWorker):
 
     def init_process(self) -> None:
         self._head_timeout = header_timeout()
+        self._keepalive_turns = keepalive_turns()
         self._body_timeout, self._body_min_rate, self._max_body = body_limits()
         self._body_timeouts: Any = None
         util.write_error = write_json_error  # this process is the worker's alone
@@ -193,7 +202,7 @@ class HeaderDeadlineGeventWorker(GeventWorker):
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         if self.cfg.is_ssl:  # gunicorn checks isinstance(client, SSLSocket): leave TLS sockets alone
             return super().handle(listener, client, addr)
-        wrapped = _HeadDeadlineSocket(client, float(self.cfg.keepalive), self._head_timeout)
+        wrapped = _HeadDeadlineSocket(client, float(self.cfg.keepalive), self._head_timeout, self._keepalive_turns)
         gevent.getcurrent()._head_deadline_socket = wrapped  # type: ignore[attr-defined]
         return super().handle(listener, wrapped, addr)
 

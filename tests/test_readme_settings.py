@@ -52,7 +52,8 @@ def test_the_documented_default_is_the_real_one(field):
 def test_process_variables_are_documented_apart_and_each_is_read_by_something():
     assert not set(PROCESS_TABLE) & set(ENV_VARIABLES)
     assert set(PROCESS_TABLE) >= PROCESS_VARIABLES
-    readers = [ROOT / name for name in ("gunicorn.conf.py", "app/metrics.py", "scripts/stack", "scripts/run")]
+    readers = [ROOT / name for name in ("gunicorn.conf.py", "core/gunicorn_worker.py", "app/metrics.py",
+                                        "scripts/stack", "scripts/run")]  # fmt: skip
     sources = "\n".join(path.read_text() for path in readers)
     for variable in PROCESS_TABLE:
         assert re.search(rf"\b{variable}\b", sources), f"{variable} is documented but nothing reads it"

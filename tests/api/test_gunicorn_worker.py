@@ -166,14 +166,29 @@ def test_with_keepalive_turns_a_later_request_waits_for_its_turn_after_the_socke
     from core import gunicorn_worker
 
     turns: list[str] = []
-    monkeypatch.setattr(gunicorn_worker, "KEEPALIVE_TURNS", True)
     monkeypatch.setattr(gunicorn_worker.turns, "next_request_turn", lambda: turns.append("turn"))
     monkeypatch.setattr(gunicorn_worker.gevent, "sleep", lambda seconds=0: pytest.fail("sleep(0) with turns on"))
-    wrapped = gunicorn_worker._HeadDeadlineSocket(object(), keepalive=75.0, head_timeout=10.0)
+    wrapped = gunicorn_worker._HeadDeadlineSocket(object(), keepalive=75.0, head_timeout=10.0, turns=True)
     for _ in range(3):
         with wrapped.reading_head():
             pass
     assert turns == ["turn", "turn"]
+
+
+@pytest.mark.parametrize(("value", "on"), [("0", False), ("1", True)])
+def test_keepalive_turns_is_read_when_the_worker_starts(monkeypatch, value, on):
+    from core import gunicorn_worker
+
+    monkeypatch.setenv("KEEPALIVE_TURNS", value)
+    assert gunicorn_worker.keepalive_turns() is on
+
+
+def test_an_unknown_keepalive_turns_value_is_refused(monkeypatch):
+    from core import gunicorn_worker
+
+    monkeypatch.setenv("KEEPALIVE_TURNS", "true")
+    with pytest.raises(ValueError, match="KEEPALIVE_TURNS"):
+        gunicorn_worker.keepalive_turns()
 
 
 BAD_REQUESTS = {

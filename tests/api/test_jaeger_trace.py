@@ -223,12 +223,13 @@ def test_trace_tree_prints_the_newest_trace_from_jaegers_query_api(jaeger, trace
         assert status == 202
 
         def printed() -> list[str] | None:
-            """The script's lines once the trace holds the request (exported after its children,
-            in a later batch), the worker's span and its writes."""
+            """The script's lines once the trace holds the request, the worker's span (each exported
+            after its children, possibly in a later batch: CI once saw the writes first) and its writes."""
             result = subprocess.run([sys.executable, "scripts/trace_tree.py", "--query", jaeger["query"]], cwd=ROOT,
                                     capture_output=True, text=True, timeout=30)  # fmt: skip
             lines = result.stdout.splitlines()
             done = (len(lines) > 1 and lines[1].startswith("POST /events") and any(device in line for line in lines)
+                    and any(line.lstrip().startswith("process events-input") for line in lines)
                     and any("INSERT" in line for line in lines))  # fmt: skip
             return lines if result.returncode == 0 and done else None
 
