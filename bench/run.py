@@ -1,6 +1,6 @@
 """`make bench`: every figure of the performance issue, measured in one run, side by side with its peer.
 
-    python -m bench.run [--quick] [--only http,tasks,storage,ingest,peer,mixed]
+    python -m bench.run [--quick] [--only http,tasks,storage,ingest,peer,mixed,tracing]
 
 Prints one table (figure, ours, peer, ratio, goal) and saves everything as JSON under
 bench/results/. Needs the local stack (`make bench` starts it), wrk (Debian), vegeta (built
@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -637,6 +638,23 @@ def freshness(url: str, auth: dict, rate: int, seconds: int) -> dict:
     return result
 
 
+# ------------------------------------------------------------------ tracing
+
+
+def bench_tracing(rounds: int, block: int) -> None:
+    """What OpenTelemetry costs, off against on (all sampled), in one run: ``bench/tracing_cost.py``
+    in a process of its own (it installs tracer providers), CPU per request and per message."""
+    out = subprocess.run([PY, "-m", "bench.tracing_cost", "--rounds", str(rounds), "--block", str(block)],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    report = json.loads(out.strip().splitlines()[-1])
+    DETAILS["tracing"] = report
+    for phase, label in (("post", "CPU per POST /events"), ("message", "CPU per worker message")):
+        figures = report["figures"][phase]
+        on, off = statistics.median(figures["on_us"]), statistics.median(figures["off_us"])
+        ROWS.append(Row(f"{label} with tracing on (100 % sampled), us", on, off, "tracing off", "us"))
+        say(f"tracing: {label}: off {off:.0f} us, on {on:.0f} us ({on / off:.2f}x)")
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -655,7 +673,7 @@ def table() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs (for a smoke test, not for figures)")
-    parser.add_argument("--only", default="http,tasks,storage,ingest,peer,mixed")
+    parser.add_argument("--only", default="http,tasks,storage,ingest,peer,mixed,tracing")
     parser.add_argument("--rounds", type=int, default=2, help="peer: interleaved rounds of ours and the peer")
     parser.add_argument("--mixed-seconds", type=int, default=15, help="mixed: seconds per rate")
     parser.add_argument("--mixed-rates", default="0,100,250,500,2x", help="mixed: POST/s beside 800 GET/s")
@@ -682,6 +700,8 @@ def main() -> None:
         mixed.bench_peer(seconds, 1 if args.quick else args.rounds)
     if "mixed" in sections:
         mixed.bench_mixed(5 if args.quick else args.mixed_seconds, args.mixed_rates, args.mixed_modes)
+    if "tracing" in sections:
+        bench_tracing(2 if args.quick else 10, 100 if args.quick else 500)
     machine = (
         f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
     )
