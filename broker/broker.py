@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from broker import delays
 from broker.consumer import RebalanceListener, Record
 from broker.dead_letters import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, dead_letter_headers
-from broker.errors import ActorNotFound, BrokerUnavailable, DuplicateActor, NoBrokerConfigured
+from broker.errors import ActorNotFound, BrokerUnavailable, DuplicateActor, NoBrokerConfigured, QueueNotFound
 from broker.message import Message
 from broker.middleware import AsyncIO, Middleware, default_middleware
 
@@ -329,16 +329,27 @@ class Broker:
         one topic's name and the result a :class:`~broker.queue_consumer.QueueConsumer`, which
         yields its messages to ack or nack (``group_id`` defaults to the workers').
         """
-        if listener is None:
-            return self._queue_consumer(topics, group_id, prefetch, timeout)
-        raise NotImplementedError
-
-    def _queue_consumer(self, topic: Any, group_id: str | None, prefetch: int, timeout: int) -> Any:
+        if listener is not None:
+            return self._consume_group(list(topics), group_id, listener, instance_id=instance_id)
         from broker.queue_consumer import QueueConsumer
 
-        if not isinstance(topic, str):
+        if not isinstance(topics, str):
             raise TypeError("consume() without a listener takes one topic's name, as Dramatiq's consume(queue_name)")
-        return QueueConsumer(self, topic, group_id=group_id, prefetch=prefetch, timeout=timeout)
+        missing = self._missing_topic(topics)
+        if missing is not None:
+            raise QueueNotFound(missing)  # before the group waits for a topic that will not come
+        return QueueConsumer(self, topics, group_id=group_id, prefetch=prefetch, timeout=timeout)
+
+    def _consume_group(
+        self, topics: list[str], group_id: str | None, listener: RebalanceListener, *, instance_id: str | None
+    ) -> Any:
+        """What :meth:`consume` does with a listener, for a concrete broker to implement."""
+        raise NotImplementedError
+
+    def _missing_topic(self, topic: str) -> str | None:
+        """Why ``topic`` cannot be consumed (it does not exist), or None; a concrete broker that
+        can tell overrides it."""
+        return None
 
     def dead_letter(
         self,

@@ -127,22 +127,16 @@ class StubBroker(Broker):
 
     # ------------------------------------------------------------ groups
 
-    def consume(
-        self,
-        topics: Iterable[str],
-        group_id: str | None = None,
-        listener: RebalanceListener | None = None,
-        *,
-        instance_id: str | None = None,
-        prefetch: int = 1,
-        timeout: int = 100,
-    ) -> Any:
-        if listener is None:  # Dramatiq's consume(queue_name): see Broker.consume
-            if isinstance(topics, str) and topics not in self.topics and topics not in self.get_declared_topics():
-                raise QueueNotFound(f"no actor declares topic {topics!r} and nothing was written to it")
-            return self._queue_consumer(topics, group_id, prefetch, timeout)
+    def _missing_topic(self, topic: str) -> str | None:
+        if topic in self.topics or topic in self.get_declared_topics():
+            return None
+        return f"no actor declares topic {topic!r} and nothing was written to it"
+
+    def _consume_group(
+        self, topics: list[str], group_id: str | None, listener: RebalanceListener, *, instance_id: str | None
+    ) -> StubConsumer:
         assert group_id is not None, "a group consumer needs its group"
-        consumer = StubConsumer(self, list(topics), group_id, listener)
+        consumer = StubConsumer(self, topics, group_id, listener)
         with self._cond:
             for t in consumer.topics:
                 self._topic(t)
@@ -180,8 +174,9 @@ class StubBroker(Broker):
         passes first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
-        if topic not in self.topics and topic not in self.get_declared_topics():
-            raise QueueNotFound(f"no actor declares topic {topic!r} and nothing was written to it")
+        missing = self._missing_topic(topic)
+        if missing is not None:
+            raise QueueNotFound(missing)
         with self._cond:
             while True:
                 if fail_fast and self._unraised:

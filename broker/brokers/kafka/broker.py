@@ -15,7 +15,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaProducer
@@ -27,7 +27,7 @@ from broker.brokers.kafka.errors import FATAL, TOO_LARGE
 from broker.consumer import RebalanceListener
 from broker.dead_letters import DEFAULT_DEAD_LETTER_TOPIC
 from broker.delays import DEFAULT_DELAY_PREFIX
-from broker.errors import BrokerError, BrokerUnavailable, MessageTooLarge, QueueNotFound
+from broker.errors import BrokerError, BrokerUnavailable, MessageTooLarge
 from broker.middleware import Middleware
 
 log = logging.getLogger(__name__)
@@ -293,22 +293,14 @@ class KafkaBroker(Broker):
 
     # ------------------------------------------------------------ consuming
 
-    def consume(
-        self,
-        topics: Iterable[str],
-        group_id: str | None = None,
-        listener: RebalanceListener | None = None,
-        *,
-        instance_id: str | None = None,
-        prefetch: int = 1,
-        timeout: int = 100,
-    ) -> Any:
-        if listener is None:  # Dramatiq's consume(queue_name): see Broker.consume
-            from broker.brokers.kafka.admin import topic_exists
+    def _missing_topic(self, topic: str) -> str | None:
+        from broker.brokers.kafka.admin import topic_exists
 
-            if isinstance(topics, str) and not topic_exists(self.client_options, topics):
-                raise QueueNotFound(f"topic {topics!r} does not exist")  # before the group waits for it
-            return self._queue_consumer(topics, group_id, prefetch, timeout)
+        return None if topic_exists(self.client_options, topic) else f"topic {topic!r} does not exist"
+
+    def _consume_group(
+        self, topics: list[str], group_id: str | None, listener: RebalanceListener, *, instance_id: str | None
+    ) -> KafkaGroupConsumer:
         options: dict[str, Any] = {
             **self.client_options,
             "group_id": group_id,
@@ -330,6 +322,6 @@ class KafkaBroker(Broker):
         }
         options.update(self.consumer_options)
         try:
-            return KafkaGroupConsumer(list(topics), listener, options, connection=self.client_options)
+            return KafkaGroupConsumer(topics, listener, options, connection=self.client_options)
         except KafkaError as exc:
             raise BrokerUnavailable(f"cannot connect to Kafka at {self._servers}: {exc}; {self.diagnose()}") from exc
