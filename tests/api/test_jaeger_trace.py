@@ -5,7 +5,6 @@ worker's failed first attempt, its retry, and the retry's PostgreSQL writes, all
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import socket
@@ -17,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from sqlalchemy import text
 
@@ -130,14 +128,10 @@ def _events(span: dict) -> list[str]:
 
 
 def test_one_events_trace_from_post_to_the_postgresql_write_with_its_retry_reads_back_from_jaeger(
-    jaeger, traced_system, db_engine, redis_client
+    jaeger, traced_system, db_engine, redis_client, make_token
 ):
     device = f"{FLAKY_PREFIX}{uuid.uuid4().hex[:6]}"
-    token = jwt.encode(
-        {"sub": device, "roles": ["device"], "exp": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)},
-        "local-dev-secret",
-        algorithm="HS256",
-    )
+    token = make_token(roles=("device",), sub=device, expires_in=300, key="local-dev-secret")  # the servers' secret
     try:
         status, _, _ = http("POST", f"{traced_system}/events", token, {"device_id": device, "payload": {"n": 1}})
         assert status == 202
@@ -210,14 +204,12 @@ def test_one_events_trace_from_post_to_the_postgresql_write_with_its_retry_reads
         redis_client.delete(cache_key(device), fence_key(device))
 
 
-def test_trace_tree_prints_the_newest_trace_from_jaegers_query_api(jaeger, traced_system, db_engine, redis_client):
+def test_trace_tree_prints_the_newest_trace_from_jaegers_query_api(
+    jaeger, traced_system, db_engine, redis_client, make_token
+):
     """scripts/trace_tree.py, the terminal's view of a trace (the module's Jaeger has no UI)."""
     device = f"device-tree-{uuid.uuid4().hex[:8]}"
-    token = jwt.encode(
-        {"sub": device, "roles": ["device"], "exp": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)},
-        "local-dev-secret",
-        algorithm="HS256",
-    )
+    token = make_token(roles=("device",), sub=device, expires_in=300, key="local-dev-secret")  # the servers' secret
     try:
         status, _, _ = http("POST", f"{traced_system}/events", token, {"device_id": device, "payload": {}})
         assert status == 202

@@ -3,7 +3,6 @@ Kafka, both with ``OTEL_TRACES_EXPORTER=console`` (spans written as JSON to thei
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
@@ -12,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import jwt
 import pytest
 from sqlalchemy import text
 
@@ -81,13 +79,11 @@ def _alive(url: str) -> bool:
         return False
 
 
-def test_the_worker_continues_the_apis_trace_and_both_processes_log_its_id(traced_live, db_engine, redis_client):
+def test_the_worker_continues_the_apis_trace_and_both_processes_log_its_id(
+    traced_live, db_engine, redis_client, make_token
+):
     device = f"device-trace-{uuid.uuid4().hex[:8]}"
-    token = jwt.encode(
-        {"sub": device, "roles": ["device"], "exp": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)},
-        "local-dev-secret",
-        algorithm="HS256",
-    )
+    token = make_token(roles=("device",), sub=device, expires_in=300, key="local-dev-secret")  # the servers' secret
     try:
         status, headers, _ = http("POST", f"{traced_live['url']}/events", token, {"device_id": device, "payload": {}})
         assert status == 202
