@@ -34,8 +34,10 @@ def main() -> None:
     parser.add_argument("--rates", default="0,250,500", help="POST/s beside 800 GET/s (2x: twice the capacity)")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--get-rate", type=int, default=m.GET_RATE, help="cache-hit GET/s beside the POSTs")
     parser.add_argument("--no-c128", action="store_true", help="skip wrk at 128 connections on the GET hit")
     args = parser.parse_args()
+    m.GET_RATE = args.get_rate  # open_loop reads it at call time
     auth = {"Authorization": f"Bearer {b.token()}"}
     run = uuid.uuid4().hex[:6]
     results: dict[tuple[str, str], list[dict]] = {}

@@ -29,11 +29,14 @@ our Python asks for it. One greenlet could then serve request after request with
 letting the hub poll the other connections, which wait, however ready, until it stops: a fast
 median and a tail of the longest gap between polls. One ``gevent.sleep(0)`` before each
 keep-alive request's head gives every ready connection its turn. It queues the greenlet among
-gevent's callbacks, which still run before the next poll, so the greenlets that find their next
-request already there keep going while the others wait; ``KEEPALIVE_TURNS=1`` makes the turn
-come after the loop turn's socket events instead (``core.turns.next_request_turn``): a fairer
-tail under closed-loop load, a worse one under open-loop load on the 2-core machine, so it is
-opt-in (both measured in ``docs/performance.md``).
+gevent's callbacks, which still run before the next poll, so a greenlet that finds its next
+request already there would keep going while connections whose requests arrived earlier wait:
+the tail at 128 connections. So when a peek shows the next request's first byte already in the
+kernel, the greenlet instead waits until the loop turn's socket events have run
+(``core.turns.next_request_turn``); when nothing has arrived yet (the usual case under
+open-loop load) it yields with ``sleep(0)`` as before and its ``recv`` then waits for the
+socket like any other's: no extra loop turn.
+``KEEPALIVE_TURNS=0`` goes back to ``sleep(0)`` alone (both measured in ``docs/performance.md``).
 
 Why JSON errors: the errors gunicorn answers itself, before the app sees a request (400 for a
 malformed request line or header, 414, 431, 417, 501, and a 500 when the app crashed outside
@@ -49,6 +52,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -83,10 +87,10 @@ def _positive(name: str, default: float) -> float:
 
 
 def keepalive_turns() -> bool:
-    """``KEEPALIVE_TURNS`` (``0``, the default, or ``1``): whether a keep-alive request's turn
-    comes after the loop turn's socket events (``core.turns.next_request_turn``) instead of
-    ``gevent.sleep(0)``; opt-in (docs/performance.md)."""
-    value = os.environ.get("KEEPALIVE_TURNS", "0")
+    """``KEEPALIVE_TURNS`` (``1``, the default, or ``0``): whether a keep-alive request whose
+    head has already arrived waits for its turn after the loop turn's socket events
+    (``core.turns.next_request_turn``) instead of only ``gevent.sleep(0)`` (docs/performance.md)."""
+    value = os.environ.get("KEEPALIVE_TURNS", "1")
     if value not in ("0", "1"):
         raise ValueError("KEEPALIVE_TURNS must be 0 or 1")
     return value == "1"
@@ -127,7 +131,7 @@ class _HeadDeadlineSocket:
     def reading_head(self) -> Iterator[None]:
         """Wrap one ``next(parser)``: idle wait, then the head itself."""
         if self._served:
-            if self._turns:
+            if self._turns and self._next_request_arrived():
                 turns.next_request_turn()  # after the loop turn's socket events (module docstring)
             else:
                 gevent.sleep(0)  # one request per turn (module docstring: fairness)
@@ -139,6 +143,22 @@ class _HeadDeadlineSocket:
         finally:
             self._deadline = None
             self._served += 1
+
+    def _next_request_arrived(self) -> bool:
+        """Whether the next request's first byte already waits in the kernel (a peek that never
+        blocks). Only then would this greenlet jump the queue of connections whose requests
+        arrived before its own, so only then does it wait for the loop turn; otherwise its
+        ``recv`` waits for the socket like every other connection's, and the ``sleep(0)`` still
+        covers a pipelined request already in gunicorn's read buffer."""
+        raw = getattr(self._sock, "_sock", None)  # gevent's socket wraps the real, non-blocking one
+        if raw is None:
+            return True
+        try:
+            return bool(raw.recv(1, socket.MSG_PEEK))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # let the real recv report it
 
     @contextlib.contextmanager
     def reading_body(self, timeout: float, min_rate: float) -> Iterator[None]:

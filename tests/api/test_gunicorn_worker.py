@@ -162,17 +162,56 @@ def test_a_keep_alive_connection_yields_once_before_each_later_request(monkeypat
     assert yields == [0, 0]  # none before the first request, one before each later one
 
 
-def test_with_keepalive_turns_a_later_request_waits_for_its_turn_after_the_sockets(monkeypatch):
+def _yields_before_later_requests(monkeypatch, client: object, turns: bool, requests: int = 3) -> list[str]:
+    """What the wrapped socket did before each keep-alive request after the first."""
     from core import gunicorn_worker
 
-    turns: list[str] = []
-    monkeypatch.setattr(gunicorn_worker.turns, "next_request_turn", lambda: turns.append("turn"))
-    monkeypatch.setattr(gunicorn_worker.gevent, "sleep", lambda seconds=0: pytest.fail("sleep(0) with turns on"))
-    wrapped = gunicorn_worker._HeadDeadlineSocket(object(), keepalive=75.0, head_timeout=10.0, turns=True)
-    for _ in range(3):
+    done: list[str] = []
+    monkeypatch.setattr(gunicorn_worker.turns, "next_request_turn", lambda: done.append("turn"))
+    monkeypatch.setattr(gunicorn_worker.gevent, "sleep", lambda seconds=0: done.append(f"sleep({seconds})"))
+    wrapped = gunicorn_worker._HeadDeadlineSocket(client, keepalive=75.0, head_timeout=10.0, turns=turns)
+    for _ in range(requests):
         with wrapped.reading_head():
             pass
-    assert turns == ["turn", "turn"]
+    return done
+
+
+class _GeventLikeSocket:
+    """What gunicorn's gevent worker hands over: gevent's socket, the real one as ``_sock``."""
+
+    def __init__(self, real: socket.socket) -> None:
+        real.setblocking(False)
+        self._sock = real
+
+
+def test_with_keepalive_turns_a_request_already_in_the_socket_waits_for_the_loop_turn(monkeypatch):
+    """A client whose next request is already there would otherwise jump the queue of the
+    connections whose requests arrived first (the tail at 128 connections)."""
+    ours, client = socket.socketpair()
+    with ours, client:
+        client.sendall(HEAD + b"\r\n")
+        assert _yields_before_later_requests(monkeypatch, _GeventLikeSocket(ours), turns=True) == ["turn", "turn"]
+        assert ours.recv(1 << 16) == HEAD + b"\r\n"  # the peek took nothing from the request
+
+
+def test_with_keepalive_turns_a_request_not_yet_arrived_takes_no_extra_loop_turn(monkeypatch):
+    """Under open-loop load the next request is usually not there yet: the connection then waits
+    on its socket like the others, after the same ``sleep(0)`` as without turns."""
+    ours, client = socket.socketpair()
+    with ours, client:
+        done = _yields_before_later_requests(monkeypatch, _GeventLikeSocket(ours), turns=True)
+    assert done == ["sleep(0)", "sleep(0)"]
+
+
+def test_keepalive_turns_on_a_socket_it_cannot_peek_takes_the_turn(monkeypatch):
+    assert _yields_before_later_requests(monkeypatch, object(), turns=True) == ["turn", "turn"]
+
+
+def test_keepalive_turns_are_on_unless_turned_off(monkeypatch):
+    from core import gunicorn_worker
+
+    monkeypatch.delenv("KEEPALIVE_TURNS", raising=False)
+    assert gunicorn_worker.keepalive_turns() is True
 
 
 @pytest.mark.parametrize(("value", "on"), [("0", False), ("1", True)])
