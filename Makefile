@@ -121,6 +121,7 @@ scale-demo: up
 lint: venv tools
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(ACTIONLINT) -color=false
 
 format: venv

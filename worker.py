@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from typing import cast
 
 from broker import Broker, KafkaBroker
 from broker.brokers.kafka.admin import consumer_lag, oldest_unprocessed_age_s
@@ -43,8 +44,9 @@ def build_broker(settings: Settings) -> Broker:
     middleware = [AsyncIO(), AgeLimit(), ShutdownNotifications(), Callbacks(), Logging(), Prometheus()]
     clients = build_clients(settings, middleware=[*middleware, Pipelines(), Retries(), TimeLimit()])
     broker = clients.broker
-    # what the /admin console charts: counts, worker states and (one process at a time) the lag
-    lag = functools.partial(sample_lag, broker, settings)
+    # what the /admin console charts: counts, worker states and (one process at a time) the lag;
+    # build_clients without a broker= builds the Kafka broker, whose client options the lag reads
+    lag = functools.partial(sample_lag, cast(KafkaBroker, broker), settings)
     # before TimeLimit: after-hooks run in reverse, so the time limit is disarmed before Telemetry's
     # Redis write, which it could otherwise interrupt (and with it Retries' and Pipelines' hooks)
     telemetry = Telemetry(clients.redis, lag=lag, prefix=telemetry_prefix(settings))

@@ -80,7 +80,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 class _JSONSerializer(JSONSerializer):
     """cachelib's JSON serializer, minus a warning on every cache miss (it is handed ``None``)."""
 
-    def loads(self, bvalue, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def loads(self, bvalue, *args, **kwargs):
         return None if bvalue is None else super().loads(bvalue, *args, **kwargs)
 
 

@@ -22,7 +22,7 @@ def register_commands(app: Flask) -> None:
     def token(sub: str, roles: str, ttl: int, device: str, devices: str) -> None:
         """Print a token signed with JWT_SECRET (HS* only), shaped like the architecture document's."""
         config = settings()
-        if not config.jwt_algorithm.startswith("HS"):
+        if not config.jwt_algorithm.startswith("HS") or config.jwt_secret is None:  # settings require it for HS*
             raise click.ClickException("minting needs an HS* algorithm and JWT_SECRET")
         claims = {
             "sub": sub,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, error: str, message: str, **extra: Any) -> ResponseReturnValue:
+def error_response(status: int, error: str, message: str, **extra: Any) -> tuple[Response, int]:
     body = {"error": error, "message": message, **extra}
     return jsonify(body), status
 

@@ -57,7 +57,7 @@ def post_event() -> ResponseReturnValue:
     if denied is not None:
         return denied
     held = None
-    if prepared is not None:
+    if prepared is not None and raw_key is not None:  # prepared only from a key
         outcome = idempotency.resolve(services(), prepared, found, raw_key, subject, data, g.request_id)
         if not isinstance(outcome, idempotency.Claim):
             return outcome  # the first answer again, or why not

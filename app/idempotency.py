@@ -155,8 +155,8 @@ def _answer_for(fingerprint: str, stored: dict[str, Any]) -> Any:
         response, status = error_response(409, "conflict", f"a request with this {HEADER} is in progress")
         response.headers["Retry-After"] = "1"
         return response, status
-    response, status = {"request_id": stored["request_id"], "status": "accepted"}, stored["status"]
-    return response, status, {"Idempotent-Replayed": "true"}
+    body, status = {"request_id": stored["request_id"], "status": "accepted"}, stored["status"]
+    return body, status, {"Idempotent-Replayed": "true"}
 
 
 def settle(svc: Services, held: Claim, *, status: int, request_id: str) -> None:

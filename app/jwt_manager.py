@@ -59,9 +59,7 @@ class SingleDecodeJWTManager(JWTManager):
     in :attr:`app.services.Services.verified_tokens` when the app enables it).
     """
 
-    def _decode_jwt_from_config(  # type: ignore[override]
-        self, encoded_token: str, csrf_value: Any = None, allow_expired: bool = False
-    ) -> dict:
+    def _decode_jwt_from_config(self, encoded_token: str, csrf_value: Any = None, allow_expired: bool = False) -> dict:
         state = services()
         verified = state.verified_tokens if csrf_value is None and not allow_expired else None
         if verified is not None:

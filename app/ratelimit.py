@@ -45,6 +45,7 @@ class RateLimits:
     connections, so one per app)."""
 
     limiter: MovingWindowRateLimiter
+    storage: RedisStorage  # the limiter's, as its own type (the limiter declares the base Storage)
     events: list[RateLimitItem]  # RATE_LIMIT_EVENTS, for each scope of a POST /events
     refused: list[RateLimitItem]  # RATE_LIMIT_REFUSED, per client address
     acquire_all: Any  # ACQUIRE_ALL, registered on the storage's connection
@@ -61,10 +62,12 @@ def build_rate_limits(settings: Settings) -> RateLimits:
     )
     return RateLimits(
         limiter=MovingWindowRateLimiter(storage),
+        storage=storage,
         events=parse_many(settings.rate_limit_events),
-        acquire_all=storage.get_connection().register_script(ACQUIRE_ALL),
+        # limits' connection protocol declares bytes; redis-py's register_script takes str as well
+        acquire_all=storage.get_connection().register_script(ACQUIRE_ALL),  # type: ignore[arg-type]
         refused=parse_many(settings.rate_limit_refused),
-        acquire_all_and_claim=storage.get_connection().register_script(ACQUIRE_ALL_AND_CLAIM),
+        acquire_all_and_claim=storage.get_connection().register_script(ACQUIRE_ALL_AND_CLAIM),  # type: ignore[arg-type]
     )
 
 
@@ -138,7 +141,7 @@ def check_event_rate(device_id: str, subject: str, claim: Any | None = None) -> 
     checks = [
         (item, scope, value) for item in limits.events for scope, value in (("device", device_id), ("subject", subject))
     ]
-    keys = [limiter.storage.prefixed_key(item.key_for("events", scope, value)) for item, scope, value in checks]
+    keys = [limits.storage.prefixed_key(item.key_for("events", scope, value)) for item, scope, value in checks]
     args: list[float | int | str] = [time.time()]
     for item, _, _ in checks:
         args += [item.amount, item.get_expiry()]
@@ -194,7 +197,7 @@ def check_refused_rate(address: str) -> Any | None:
     limits = svc.rate_limits
     limiter = limits.limiter
     items = limits.refused
-    keys = [limiter.storage.prefixed_key(item.key_for("refused", "address", address)) for item in items]
+    keys = [limits.storage.prefixed_key(item.key_for("refused", "address", address)) for item in items]
     args: list[float | int] = [time.time()]
     for item in items:
         args += [item.amount, item.get_expiry()]

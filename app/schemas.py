@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, overload
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
@@ -16,13 +16,19 @@ class FullMatch(validate.Regexp):
     """``validate.Regexp`` that must match the whole value (``$`` matches before a final newline,
     so ``"dev-1\\n"`` passed as an id that looks like ``dev-1``); its pattern still documents it."""
 
-    def __call__(self, value: str) -> str:
+    @overload
+    def __call__(self, value: str) -> str: ...
+
+    @overload
+    def __call__(self, value: bytes) -> bytes: ...
+
+    def __call__(self, value: Any) -> Any:  # as the overloads of validate.Regexp.__call__
         if self.regex.fullmatch(value) is None:
             raise ValidationError(self._format_error(value))
         return value
 
 
-_id_field = {"required": True, "validate": FullMatch(ID_PATTERN, error="1-128 letters, digits or ._:-")}
+_id_field: dict[str, Any] = {"required": True, "validate": FullMatch(ID_PATTERN, error="1-128 letters, digits or ._:-")}
 
 
 MAX_PAYLOAD_DEPTH = 32

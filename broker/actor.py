@@ -182,7 +182,8 @@ class Actor(Generic[P, R]):
     def send_many(self, calls: Iterable[tuple[Any, ...] | Message], *, timeout_ms: int | None = None) -> list[Message]:
         """Enqueue many calls (argument tuples, or messages from :meth:`message_with_options`) in
         producer batches; returns once all are acknowledged, raises ``BrokerUnavailable`` otherwise."""
-        messages = (c if isinstance(c, Message) else self.message(*c) for c in calls)
+        # the arguments arrive as tuples: P cannot check them here (the worker's call will)
+        messages = (c if isinstance(c, Message) else self.message(*c) for c in calls)  # type: ignore[call-arg]
         return self.broker.enqueue_many(messages, timeout_ms=timeout_ms)
 
     def __repr__(self) -> str:
@@ -231,7 +232,7 @@ def actor(
 def actor(
     fn: Callable[P, R] | None = None,
     *,
-    actor_class: type[Actor] | None = None,
+    actor_class: type[Actor[Any, Any]] | None = None,
     actor_name: str | None = None,
     topic: str = DEFAULT_TOPIC,
     priority: int = 0,

@@ -120,10 +120,10 @@ class EventLoopThread(threading.Thread):
             if asyncio.iscoroutine(coro):
                 coro.close()  # never started: no "was never awaited" warning
             raise RuntimeError("Event loop is not running")
-        box: list[concurrent.futures.Future] = [concurrent.futures.Future()]  # emptied when done
+        box: list[concurrent.futures.Future[R]] = [concurrent.futures.Future()]  # emptied when done
         outcome = box[0]
         unwound = threading.Event()
-        tasks: list[asyncio.Task] = []
+        tasks: list[asyncio.Task[R]] = []
 
         async def guarded() -> R:
             try:
@@ -131,7 +131,7 @@ class EventLoopThread(threading.Thread):
             finally:
                 unwound.set()
 
-        def settle(task: asyncio.Task) -> None:
+        def settle(task: asyncio.Task[R]) -> None:
             if not box:
                 return  # the waiter gave up (interrupted): nobody reads the outcome
             if task.cancelled():

@@ -7,7 +7,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from broker import delays
 from broker.consumer import RebalanceListener, Record
@@ -61,7 +61,7 @@ class Broker:
         send_timeout_ms: int = 5000,
         delay_prefix: str | None = delays.DEFAULT_DELAY_PREFIX,
     ) -> None:
-        self.actors: dict[str, Actor] = {}
+        self.actors: dict[str, Actor[..., Any]] = {}
         self._inherited: set[str] = set()  # actors set_broker carried over (see _inherit)
         self.declarations = 0  # counts declarations: a worker following the declared topics watches it
         self.prioritised = False  # some actor has a priority: workers order their ready records by it
@@ -158,7 +158,7 @@ class Broker:
 
     # ------------------------------------------------------------ actors
 
-    def declare_actor(self, actor: Actor) -> None:
+    def declare_actor(self, actor: Actor[..., Any]) -> None:
         """Register ``actor`` by name. Raises :class:`DuplicateActor` for another actor of that name,
         and ``ValueError`` for an actor this broker could not run (``async def`` without ``AsyncIO``)."""
         if getattr(actor, "is_async", False) and not self._runs_async():
@@ -183,7 +183,7 @@ class Broker:
             self.emit_after("declare_queue", actor.topic)
         self.emit_after("declare_actor", actor)
 
-    def _inherit(self, actor: Actor) -> None:
+    def _inherit(self, actor: Actor[..., Any]) -> None:
         """Declare a global actor carried over by :func:`set_broker`, unless one of its name is
         declared here already. An actor declared on this broker later replaces it by name (as a
         fresh Dramatiq broker per test allows the same actor to be declared again)."""
@@ -199,7 +199,7 @@ class Broker:
     def _runs_async(self) -> bool:
         return any(isinstance(m, AsyncIO) for m in self.middleware)
 
-    def get_actor(self, actor_name: str) -> Actor:
+    def get_actor(self, actor_name: str) -> Actor[..., Any]:
         try:
             return self.actors[actor_name]
         except KeyError:
@@ -215,6 +215,36 @@ class Broker:
         """The delay topics this broker writes delayed messages to (empty: delays are off)."""
         return delays.tier_topics(self.delay_prefix) if self.delay_prefix else []
 
+    @overload
+    def enqueue(
+        self,
+        message: Message,
+        *,
+        wait: Literal[True] = ...,
+        timeout_ms: int | None = ...,
+        delay: int | dt.timedelta | None = ...,
+    ) -> Message: ...
+
+    @overload
+    def enqueue(
+        self,
+        message: Message,
+        *,
+        wait: Literal[False],
+        timeout_ms: int | None = ...,
+        delay: int | dt.timedelta | None = ...,
+    ) -> SendFuture: ...
+
+    @overload
+    def enqueue(
+        self,
+        message: Message,
+        *,
+        wait: bool,
+        timeout_ms: int | None = ...,
+        delay: int | dt.timedelta | None = ...,
+    ) -> Message | SendFuture: ...
+
     def enqueue(
         self,
         message: Message,
@@ -222,7 +252,7 @@ class Broker:
         wait: bool = True,
         timeout_ms: int | None = None,
         delay: int | dt.timedelta | None = None,
-    ) -> Any:
+    ) -> Message | SendFuture:
         """Send ``message``. With ``wait`` (the default) return it once the broker acked it, or raise
         :class:`BrokerUnavailable` within ``timeout_ms``; without, return a :class:`SendFuture`.
 
@@ -302,7 +332,9 @@ class Broker:
         """
         return self._produce(topic, key, value, headers)
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+    def _produce(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Callable[[float], None]:
         """What :meth:`produce` does, for a concrete broker to implement."""
         raise NotImplementedError
 
@@ -377,7 +409,7 @@ class Broker:
 
 _broker: Broker | None = None
 _lock = threading.Lock()
-_global_actors: dict[str, Actor] = {}
+_global_actors: dict[str, Actor[..., Any]] = {}
 
 
 def get_broker() -> Broker:
@@ -396,7 +428,7 @@ def set_broker(broker: Broker) -> None:
             broker._inherit(actor)
 
 
-def _register_global_actor(actor: Actor) -> None:
+def _register_global_actor(actor: Actor[..., Any]) -> None:
     """An actor decorated without ``broker=``: declared on the global broker if one is set (which
     raises :class:`DuplicateActor` if that broker has an actor of the name declared on it), and
     on every broker set later. With no broker set yet, a second actor of one name is an error."""

@@ -253,13 +253,13 @@ def child_command(args: argparse.Namespace) -> list[str]:
 
 def identity_template(args: argparse.Namespace) -> str | None:
     """``--instance-id`` for children, with ``{index}`` in it so that each one's is its own."""
-    template = args.instance_id
+    template: str | None = args.instance_id
     if template and "{index}" not in template:
         template += "-{index}"
     return template
 
 
-def spawn_child(command: list[str], template: str | None, index: int, env: dict[str, str]) -> subprocess.Popen:
+def spawn_child(command: list[str], template: str | None, index: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Start child ``index``. Its own session: a terminal's Ctrl-C reaches only the parent, which
     forwards one signal; and if the parent dies without forwarding (SIGKILL, OOM), the children
     drain and exit."""

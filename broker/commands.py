@@ -95,7 +95,7 @@ def dead_letters(broker_factory: BrokerFactory, args: argparse.Namespace) -> int
 
 
 def client_options(broker: Broker) -> dict[str, Any]:
-    options = getattr(broker, "client_options", None)
+    options: dict[str, Any] | None = getattr(broker, "client_options", None)
     if options is None:
         raise SystemExit("operator commands need a Kafka broker")
     return options

@@ -28,7 +28,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from broker.broker import Broker, get_broker
 from broker.message import Message
@@ -76,7 +76,7 @@ class pipeline:
             steps.extend(child.steps if isinstance(child, pipeline) else [child])
         if not steps:
             raise ValueError("a pipeline needs at least one message")
-        self.steps = [_without(step, PIPE_TARGET) for step in steps]
+        self.steps: list[Message] = [_without(step, PIPE_TARGET) for step in steps]
         self.messages = _link(self.steps)
 
     def __len__(self) -> int:
@@ -154,11 +154,12 @@ class group:
                 raise RuntimeError("completion callbacks need the GroupCallbacks middleware on the broker")
             info = {"group_id": self.group_id, "parties": len(self.children)}
             info["callbacks"] = [m.asdict() for m in self.callbacks]
+            flat = cast("list[Message | pipeline]", self.children)  # no group among them (checked above)
             self.children = [
                 child._with_last_option(GROUP_INFO, info)
                 if isinstance(child, pipeline)
                 else child.copy(options={**child.options, GROUP_INFO: info})
-                for child in self.children
+                for child in flat
             ]
         for child in self.children:
             if isinstance(child, pipeline | group):

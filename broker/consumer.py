@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from broker.offsets import Commit, Revocation
+    from broker.offsets import Commit
 
 
 class TopicPartition(NamedTuple):
@@ -30,19 +30,32 @@ class Record(NamedTuple):
         return TopicPartition(self.topic, self.partition)
 
 
+class Revoking(Protocol):
+    """What a listener hands back for the partitions it gives up, for the consumer to follow: the
+    worker's :class:`~broker.offsets.Revocation`, or the delay forwarder's (nothing in flight)."""
+
+    def busy(self) -> bool: ...
+
+    def offsets(self) -> dict[TopicPartition, Commit]: ...
+
+    def resume_positions(self) -> dict[TopicPartition, int]: ...
+
+    def done(self, committed: dict[TopicPartition, Commit]) -> None: ...
+
+
 class RebalanceListener(Protocol):
     """Implemented by the worker; called by consumers during rebalances.
 
     On revocation a consumer calls :meth:`revoke_partitions` and follows the returned
-    :class:`~broker.offsets.Revocation` (wait while busy, up to ``revoke_timeout_s``; commit;
-    rewind; done). Lost partitions are already owned by another member: nothing is committed.
+    :class:`Revoking` (wait while busy, up to ``revoke_timeout_s``; commit; rewind; done). Lost
+    partitions are already owned by another member: nothing is committed.
     """
 
     revoke_timeout_s: float
 
     def on_partitions_assigned(self, partitions: set[TopicPartition]) -> None: ...
 
-    def revoke_partitions(self, partitions: set[TopicPartition]) -> Revocation: ...
+    def revoke_partitions(self, partitions: set[TopicPartition]) -> Revoking: ...
 
     def on_partitions_lost(self, partitions: set[TopicPartition]) -> None: ...
 

@@ -62,7 +62,8 @@ class GenericActor(metaclass=_GenericActorType):
 
     @property
     def __name__(self) -> str:
-        return type(self).__name__
+        # the class's name: type's own __name__ (a data descriptor on the metaclass) wins over this property
+        return type(self).__name__  # type: ignore[return-value]
 
     def __getattr__(self, name: str) -> Any:
         bound = self.__dict__.get("__actor__")

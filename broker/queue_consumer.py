@@ -68,8 +68,8 @@ class QueueConsumer:
                 records = self.consumer.poll(self.timeout, self.prefetch)
                 with self._changed:
                     for record in records:
-                        state = self._states.setdefault(record.tp, PartitionState(record.tp))
-                        state.track(record.offset)
+                        tracked = self._states.setdefault(record.tp, PartitionState(record.tp))
+                        tracked.track(record.offset)
                         self._buffer.append(record)
                 if not self._buffer:
                     return None

@@ -104,7 +104,7 @@ class StubScheduleStore:
             self._put(key, "sent", ttl)
 
 
-def periodic_actors(broker: Broker) -> list[Actor]:
+def periodic_actors(broker: Broker) -> list[Actor[..., Any]]:
     return [a for a in broker.actors.values() if a.options.get("periodic") is not None]
 
 
@@ -135,7 +135,7 @@ class Scheduler:
         self._done: dict[str, dt.datetime] = {}  # actor -> the latest run known sent (by anyone)
         self._skipped: dict[str, dt.datetime] = {}
 
-    def run_name(self, actor: Actor, run_at: dt.datetime) -> str:
+    def run_name(self, actor: Actor[..., Any], run_at: dt.datetime) -> str:
         return f"{self.key_prefix}:{actor.actor_name}:{format_timestamp(run_at)}"
 
     def tick(self, now: dt.datetime | None = None) -> list[Message]:
@@ -159,7 +159,7 @@ class Scheduler:
                 sent.append(message)
         return sent
 
-    def _send(self, actor: Actor, run_at: dt.datetime) -> Message | None:
+    def _send(self, actor: Actor[..., Any], run_at: dt.datetime) -> Message | None:
         name = self.run_name(actor, run_at)
         if not self.store.claim(name, self.owner, self.claim_ttl_ms):
             return None  # sent already, or being sent by another scheduler (which may still fail)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # (total lag, partition count) of the group on its topics; raises when Kafka does not answer
 LagReader = Callable[[], tuple[int, int]]
 # starts child ``index`` and returns it
-Spawn = Callable[[int], subprocess.Popen]
+Spawn = Callable[[int], subprocess.Popen[bytes]]
 
 
 class Autoscaler:
@@ -36,8 +36,8 @@ class Autoscaler:
         self.read_lag = read_lag
         self.interval_s = interval_s
         self.desired = policy.minimum
-        self.running: dict[int, subprocess.Popen] = {}
-        self.stopping: dict[int, subprocess.Popen] = {}  # index -> a child draining after SIGTERM
+        self.running: dict[int, subprocess.Popen[bytes]] = {}
+        self.stopping: dict[int, subprocess.Popen[bytes]] = {}  # index -> a child draining after SIGTERM
         self._stop = threading.Event()
 
     def run(self) -> int:

@@ -217,7 +217,9 @@ class TelemetryReader:
 
     def workers(self) -> list[dict[str, Any]]:
         """Worker processes that reported within ``stale_after_s``; older entries are removed."""
-        now, live, stale = time.time(), [], []
+        now = time.time()
+        live: list[tuple[Any, dict[str, Any]]] = []
+        stale: list[tuple[Any, dict[str, Any]]] = []
         for member, value in self.client.hgetall(f"{self.prefix}:workers").items():
             status = json.loads(value)
             (live if now - status.get("updated", 0) <= self.stale_after_s else stale).append((member, status))

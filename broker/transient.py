@@ -67,5 +67,5 @@ def backoff_ms(
     Exponential from ``min_backoff_ms``, capped at ``max_backoff_ms``, with "equal jitter" (half
     fixed, half random), so many keys waiting on one database do not all knock at once.
     """
-    ceiling = min(max_backoff_ms, min_backoff_ms * 2 ** min(failures - 1, 30))
+    ceiling: int = min(max_backoff_ms, min_backoff_ms * 2 ** min(failures - 1, 30))
     return ceiling // 2 + (rng or random).randint(0, ceiling - ceiling // 2)

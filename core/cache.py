@@ -21,6 +21,7 @@ fence (reading it failed with a 500; writing it deleted that fence).
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import redis
 
@@ -84,7 +85,8 @@ class ResourceCache:
         """The cached record's JSON exactly as stored, or None on a miss: a hit is answered with
         these bytes as they are (no parse and re-serialize; only :meth:`fill` writes entries, and
         it writes the record's JSON). Raises ``redis.RedisError``."""
-        return self.client.get(cache_key(resource_id))
+        # bytes: the app's clients do not set decode_responses (which redis-py's types cannot tell)
+        return cast("bytes | None", self.client.get(cache_key(resource_id)))
 
     def fill(self, record: ResourceRecord) -> bool:
         """Cache ``record`` after a miss, unless the worker has since written a newer version (or

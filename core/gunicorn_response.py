@@ -36,6 +36,7 @@ class _Collector:
 class CoalescingResponse(wsgi.Response):
     """:class:`gunicorn.http.wsgi.Response` whose first ``write`` sends head and chunk together."""
 
+    sock: Any  # gunicorn's client socket; send_headers swaps in a _Collector for a moment
     _coalescing = False
     _head: bytes | None = None
 

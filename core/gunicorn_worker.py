@@ -181,7 +181,8 @@ class _HeadDeadlineSocket:
             self.timed_out = True
             return b""
         data = None
-        with gevent.Timeout(remaining, False):
+        # False: a silent timeout (gevent's documented form), which its stubs leave out
+        with gevent.Timeout(remaining, False):  # type: ignore[arg-type]
             data = self._sock.recv(size, *flags)
         if data is None:  # the deadline passed first
             self.timed_out = True
@@ -249,7 +250,7 @@ class HeaderDeadlineGeventWorker(GeventWorker):
         """Read the body into its buffer before the application runs (module docstring): None,
         or the status to refuse it with (408: it missed its deadline; 413: a chunked body over
         MAX_BODY_BYTES). A client that hung up mid-body is closed without an answer."""
-        body = getattr(req, "body", None)
+        body: Any = getattr(req, "body", None)
         reader = getattr(body, "reader", None)
         if isinstance(reader, LengthReader):
             if reader.length == 0 or reader.length > self._max_body:

@@ -46,7 +46,7 @@ class Turns:
     def __init__(self, hub: Any, budget: float = 0.001, priority: int = -2) -> None:
         self._hub = hub
         self.budget = budget
-        self._waiting: deque[tuple[Waiter, float]] = deque()
+        self._waiting: deque[tuple[Waiter[None], float]] = deque()
         self._after_reads = hub.loop.check()
         self._after_reads.priority = priority  # -2, libev's lowest: after every other event of the turn
         self._no_block = hub.loop.idle()  # while writes wait, the loop polls without blocking
@@ -65,7 +65,7 @@ class Turns:
 
     def wait(self) -> None:
         """Block the calling greenlet until a loop turn's reads have run and its turn comes."""
-        entry = (Waiter(self._hub), time.monotonic())
+        entry: tuple[Waiter[None], float] = (Waiter(self._hub), time.monotonic())
         self._waiting.append(entry)
         if not self._after_reads.active:
             self._after_reads.start(self._release)
@@ -118,7 +118,7 @@ def _turns() -> Turns | None:
         return None
     turns = getattr(hub, "_reads_first_turns", None)
     if turns is None:
-        turns = hub._reads_first_turns = Turns(hub)
+        turns = hub._reads_first_turns = Turns(hub)  # type: ignore[attr-defined]  # ours: one per hub
     return turns
 
 
@@ -134,7 +134,7 @@ def next_request_turn() -> None:
         return
     turns = getattr(hub, "_next_request_turns", None)
     if turns is None:
-        turns = hub._next_request_turns = Turns(hub, priority=-1)
+        turns = hub._next_request_turns = Turns(hub, priority=-1)  # type: ignore[attr-defined]  # ours, likewise
     turns.wait()
 
 

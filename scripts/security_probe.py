@@ -243,7 +243,7 @@ def probe_gunicorn_level(p: Probe) -> None:
         p.findings.append(f"a stalled body: {answer[:20]!r} after {waited:.1f}s (expected 408 within BODY_TIMEOUT)")
 
 
-def _raw_status(host: str, port: int, data: bytes) -> int | None:
+def _raw_status(host: str | None, port: int, data: bytes) -> int | None:
     try:
         with socket.create_connection((host, port), timeout=10) as conn:
             conn.sendall(data)
@@ -322,8 +322,8 @@ def probe_console(p: Probe, run: str) -> None:
     }
     for name, path in odd_pages.items():
         p.expect(f"console {name}", second.get(path), {200, 404}, api_json=False)
-    for name, value in {"missing": None, "wrong": "x", "non-ASCII": "\u00e9t\u00e9"}.items():
-        form = {"action": "purge", "confirm": "yes", **({"csrf": value} if value is not None else {})}
+    for name, csrf_value in {"missing": None, "wrong": "x", "non-ASCII": "\u00e9t\u00e9"}.items():
+        form = {"action": "purge", "confirm": "yes", **({"csrf": csrf_value} if csrf_value is not None else {})}
         p.expect(f"console CSRF {name}", second.post("/admin/dead-letters/action", form), {403}, api_json=False)
     stranger = Browser(p)
     refused = {

@@ -63,6 +63,14 @@ def start_group_at_end(kafka_options: dict, group: str, topic: str) -> None:
     consumer.close()
 
 
+def position(consumer: Any, tp: Any) -> int:
+    """A ``KafkaConsumer``'s fetch position on an assigned ``tp`` (kafka-python answers None when it
+    could not learn it: the test fails there, not in a comparison)."""
+    offset: int | None = consumer.position(tp)
+    assert offset is not None, f"no fetch position for {tp}"
+    return offset
+
+
 def http(method: str, url: str, token: str | None = None, body: dict | None = None) -> tuple[int, dict, bytes]:
     """One request with urllib: (status, headers, body), an HTTP error's status included; raises
     ``OSError`` when nothing answers."""

@@ -26,7 +26,9 @@ from tests.helpers import ROOT, free_port, wait_for
 def _stack_flags() -> list[str]:
     script = (ROOT / "scripts" / "stack").read_text()
     line = next(line for line in script.splitlines() if "--maxmemory-policy" in line)
-    return re.search(r"(--maxmemory \S+ --maxmemory-policy \S+)", line).group(1).split()
+    match = re.search(r"(--maxmemory \S+ --maxmemory-policy \S+)", line)
+    assert match is not None, "scripts/stack sets no --maxmemory"
+    return match.group(1).split()
 
 
 def test_the_stack_and_compose_run_redis_with_noeviction():

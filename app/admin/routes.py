@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 from flask import Blueprint, Response, abort, g, make_response, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from app.admin import data
 from app.admin.sessions import (
@@ -86,7 +87,7 @@ def _secure_cookies() -> bool:
     return request.is_secure or not settings().is_development
 
 
-def _set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
+def _set_cookie(response: WerkzeugResponse, name: str, value: str, max_age: int) -> None:
     """The console's cookies: HttpOnly, SameSite=Strict, scoped to /admin, Secure outside
     development (and on HTTPS)."""
     response.set_cookie(

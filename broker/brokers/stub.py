@@ -218,7 +218,7 @@ class StubBroker(Broker):
                         return True
         return False
 
-    def flush(self, topic: str | int | None = None, *, timeout_ms: int | None = None) -> None:
+    def flush(self, topic: str | int | None = None, *, timeout_ms: int | None = None) -> None:  # type: ignore[override]  # Dramatiq's flush(queue_name)
         """Drop every message of ``topic`` that was not fetched yet (Dramatiq's ``flush(queue)``).
 
         Offsets go on counting, as after Kafka's delete-records: the partitions' start moves to

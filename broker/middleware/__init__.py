@@ -27,7 +27,16 @@ if TYPE_CHECKING:
 # decides retry or failure before Callbacks and Pipelines look at the outcome.
 # AsyncIO is in the defaults (Dramatiq's are not): async def actors run under worker.py as they are;
 # a worker's loop thread is shared by every broker of the process, so adding it again is harmless.
-default_middleware = [AgeLimit, AsyncIO, ShutdownNotifications, Callbacks, Pipelines, Retries, Logging, TimeLimit]
+default_middleware: list[type[Middleware]] = [
+    AgeLimit,
+    AsyncIO,
+    ShutdownNotifications,
+    Callbacks,
+    Pipelines,
+    Retries,
+    Logging,
+    TimeLimit,
+]
 
 __all__ = [
     "AgeLimit",

@@ -74,5 +74,5 @@ class Logging(Middleware):
 def _expected(broker: Broker, message: Message, exception: BaseException) -> bool:
     """Whether ``exception`` is one the message's actor lists in ``throws``."""
     actor = broker.actors.get(message.actor_name)
-    throws = actor.options.get("throws") if actor is not None else None
+    throws: Any = actor.options.get("throws") if actor is not None else None
     return bool(throws) and isinstance(exception, throws)

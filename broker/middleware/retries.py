@@ -26,7 +26,8 @@ DEFAULT_MAX_BACKOFF = 60000
 
 def backoff_ms(retry_number: int, min_backoff: int, max_backoff: int) -> int:
     """Delay before retry ``retry_number`` (1-based): ``min_backoff * 2**(n-1)``, capped."""
-    return min(min_backoff * 2 ** (retry_number - 1), max_backoff)
+    delay: int = min_backoff * 2 ** (retry_number - 1)
+    return min(delay, max_backoff)
 
 
 class Retries(Middleware):

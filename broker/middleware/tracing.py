@@ -40,6 +40,9 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from broker.middleware.middleware import Middleware
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span, TracerProvider
 
     from broker.broker import Broker
@@ -70,7 +73,7 @@ class _Delivery(threading.local):
 
     def __init__(self) -> None:
         self.spans: dict[int, Span] = {}
-        self.token: object | None = None
+        self.token: Token[Context] | None = None
         self.batch: Span | None = None
         self.count = 0  # messages begun since the thread was last idle
 

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.stack
 
 
 def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match is not None, "no CSRF field on the page"
+    return match.group(1)
 
 
 def sign_in(client, token):
@@ -189,7 +191,9 @@ def _dead_letter(client, app, settings, origin) -> str:
     headers = dead_letter_headers(record, ValueError("odd"), message=message, attempts=1, host="h")
     broker.produce(settings.kafka_topic_dlq, b"x", message.encode(), headers)(10)
     listing = client.get("/admin/dead-letters?actor=process_event").text
-    return re.search(rf'value="(\d+:\d+)" aria-label="select {message.message_id}"', listing).group(1)
+    match = re.search(rf'value="(\d+:\d+)" aria-label="select {message.message_id}"', listing)
+    assert match is not None, f"{message.message_id} is not listed"
+    return match.group(1)
 
 
 def test_replay_goes_only_to_declared_actor_topics_and_the_confirmation_names_them(

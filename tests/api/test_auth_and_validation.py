@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ def _alg_none_token() -> str:
     return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'sub': 'x', 'roles': ['admin'], 'exp': 4102444800})}."
 
 
-CASES = {
+CASES: dict[str, tuple[Any, int]] = {
     "no token": (None, 401),
     "garbage": ("not-a-jwt", 401),
     "alg none": ("ALG_NONE", 401),

@@ -15,6 +15,7 @@ from app import create_app
 from app.idempotency import event_key
 from broker.brokers.kafka import client_options
 from tasks import process_event
+from tests.helpers import position
 
 pytestmark = pytest.mark.stack
 
@@ -39,7 +40,7 @@ def _keys_since(settings, ends: dict) -> list[bytes]:
         now = consumer.end_offsets(list(ends))
         keys: list[bytes] = []
         deadline = time.monotonic() + 10
-        while any(consumer.position(tp) < now[tp] for tp in ends) and time.monotonic() < deadline:
+        while any(position(consumer, tp) < now[tp] for tp in ends) and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
                 keys.extend(record.key for record in batch)
         return keys

@@ -15,7 +15,7 @@ from kafka.structs import TopicPartition as KTP
 
 from app.services import services
 from broker.brokers.kafka import client_options
-from tests.helpers import wait_for
+from tests.helpers import position, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
@@ -45,7 +45,7 @@ def request_ids_in_kafka(settings, since: dict[KTP, int]) -> set[str]:
     ends = consumer.end_offsets(list(since))
     found: set[str] = set()
     deadline = time.monotonic() + 30
-    while any(consumer.position(tp) < ends[tp] for tp in since) and time.monotonic() < deadline:
+    while any(position(consumer, tp) < ends[tp] for tp in since) and time.monotonic() < deadline:
         for batch in consumer.poll(timeout_ms=500).values():
             found.update(json.loads(record.value)["headers"].get("request_id", "") for record in batch)
     consumer.close()

@@ -175,7 +175,9 @@ class _JwksServer:
 
 
 def _jwk(public: str, kid: str) -> dict:
-    jwk = json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(serialization.load_pem_public_key(public.encode())))
+    key = serialization.load_pem_public_key(public.encode())
+    assert isinstance(key, rsa.RSAPublicKey)
+    jwk = json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(key))
     return {**jwk, "kid": kid, "use": "sig", "alg": "RS256"}
 
 

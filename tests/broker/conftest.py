@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 from kafka import KafkaAdminClient
 
-from broker import Broker, KafkaBroker, StubBroker, Worker
+from broker import KafkaBroker, StubBroker, Worker
 from broker.brokers.kafka.admin import read_dead_letters
 from broker.consumer import TopicPartition
 from broker.dead_letters import describe_dead_letter
@@ -19,7 +19,7 @@ from broker.delays import tier_topics
 @dataclass
 class BrokerEnv:
     kind: str
-    broker: Broker
+    broker: StubBroker | KafkaBroker
     topic: str
     group: str
     admin: KafkaAdminClient | None = None
@@ -49,6 +49,7 @@ class BrokerEnv:
         if isinstance(self.broker, StubBroker):
             offsets = self.broker.committed.get(self.group, {})
             return {tp.partition: o for tp, o in offsets.items() if tp.topic == self.topic}
+        assert self.admin is not None  # on Kafka
         offsets = self.admin.list_group_offsets({self.group: None}).get(self.group, {})
         return {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == self.topic}
 
@@ -59,6 +60,7 @@ class BrokerEnv:
         from kafka.structs import TopicPartition as KTP
 
         specs = {KTP(self.topic, p): OffsetSpec.LATEST for p in range(3)}
+        assert self.admin is not None  # on Kafka
         return {tp.partition: o.offset for tp, o in self.admin.list_partition_offsets(specs).items()}
 
     def produce_raw(self, value: bytes, key: bytes | None = None) -> None:
@@ -70,7 +72,7 @@ class BrokerEnv:
 def env(request, settings, unique) -> Iterator[BrokerEnv]:
     group = f"test-group-{unique}"
     if request.param == "stub":
-        broker: Broker = StubBroker(partitions=3, dead_letter_topic=f"dlq-{unique}")
+        broker: StubBroker | KafkaBroker = StubBroker(partitions=3, dead_letter_topic=f"dlq-{unique}")
         result = BrokerEnv("stub", broker, f"topic-{unique}", group)
     else:  # the Kafka fixtures are asked for here, so the stub variant needs no server
         make_topic = request.getfixturevalue("make_topic")

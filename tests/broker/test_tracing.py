@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
@@ -33,6 +34,7 @@ def foreign_value(actor_name: str, topic: str, args: list) -> bytes:
 
 def record_headers(env, message_id: str) -> dict[str, bytes]:
     """The Kafka headers of the record that carried ``message_id`` on the env's topic."""
+    records: list[Any]
     if isinstance(env.broker, StubBroker):
         records = [r for log in env.broker.topics[env.topic] for r in log]
     else:
@@ -45,7 +47,12 @@ def record_headers(env, message_id: str) -> dict[str, bytes]:
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
             records = []
-            wait_for(lambda: records.extend(r for rs in consumer.poll(500).values() for r in rs) or records)
+
+            def fetched() -> list[Any]:
+                records.extend(r for rs in consumer.poll(500).values() for r in rs)
+                return records
+
+            wait_for(fetched)
         finally:
             consumer.close()
     for r in records:

@@ -141,6 +141,7 @@ def worker_zombie(settings: Settings, short: bool) -> Result:
     with run.running():
         devices = run.devices().start()
         time.sleep(WARM_UP_S + 5)
+        assert run.system.worker is not None  # running()
         children = descendants(run.system.worker.pid)
         zombie = children[0]
         log(f"{run.scenario}: freezing worker process {zombie} for {seconds} s (session timeout 10 s)")
@@ -177,6 +178,7 @@ def deploy(settings: Settings, short: bool) -> Result:
         time.sleep(WARM_UP_S)
         for i in range(rounds):
             log(f"{run.scenario}: round {i + 1}/{rounds}: gunicorn SIGHUP, then the worker replaced")
+            assert run.system.api is not None and run.system.worker is not None  # running()
             run.system.api.send_signal(signal.SIGHUP)
             time.sleep(3)
             old = run.system.worker

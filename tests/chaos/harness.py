@@ -52,7 +52,7 @@ from core.cache import cache_key
 from core.db import make_engine
 from core.settings import Settings
 from core.wiring import make_broker
-from tests.helpers import free_port, start_group_at_end
+from tests.helpers import free_port, position, start_group_at_end
 
 ROOT = Path(__file__).resolve().parents[2]
 INPUT_TOPIC = "events-input"
@@ -434,7 +434,7 @@ def dead_letters_since(settings: Settings, starts: dict[KTP, int]) -> list:
             consumer.seek(tp, offset)
         records: list = []
         deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < ends[tp] for tp in starts) and time.monotonic() < deadline:
+        while any(position(consumer, tp) < ends[tp] for tp in starts) and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend(r for r in batch if r.offset < ends[KTP(r.topic, r.partition)])
         return records
@@ -677,7 +677,7 @@ class Run:
         acknowledged before then is stored."""
         writers = self.ledger.first_ack_after(fault_end)
         seen = self.stored.first_seen
-        before = [seen.get(p.request_id) for p in acked if p.done <= fault_end]
+        before = [seen.get(p.request_id) if p.request_id is not None else None for p in acked if p.done <= fault_end]
         if writers is None or None in before:
             self.result.recovered_s = None
             self.result.problems.append("did not recover")

@@ -160,6 +160,7 @@ def soak(settings: Settings, *, minutes: float, post_rate: float, get_rate: floa
                 next_poison += 60
             if now >= next_restart:
                 log(f"soak: restarting the worker ({report.restarts + 1})")
+                assert run.system.worker is not None  # running()
                 run.system.worker.send_signal(signal.SIGTERM)
                 run.system.worker.wait(timeout=120)
                 run.system.start_worker()

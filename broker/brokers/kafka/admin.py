@@ -124,8 +124,22 @@ def _offset_bounds(admin: KafkaAdminClient, topics: list[str]) -> tuple[list[Kaf
     return tps, starts, ends
 
 
+def _position(consumer: KafkaConsumer, tp: KafkaTopicPartition) -> int:
+    """The consumer's fetch position on an assigned ``tp``. kafka-python answers None when it could
+    not learn it (an offset reset that did not finish); the comparisons made with it would fail on
+    None all the same, so this says so where it happens."""
+    position = consumer.position(tp)
+    assert position is not None, f"kafka-python did not learn the position of {tp}"
+    return position
+
+
 def _records_until_end(
-    consumer: KafkaConsumer, topic: str, *, from_beginning: bool, timeout_s: float, ends: dict | None = None
+    consumer: KafkaConsumer,
+    topic: str,
+    *,
+    from_beginning: bool,
+    timeout_s: float,
+    ends: dict[KafkaTopicPartition, int] | None = None,
 ) -> Iterator[Any]:
     """Yield ``topic``'s records from the consumer's position (or the beginning) up to the end
     offsets seen at the start (or ``ends``), so a reader never waits for records that arrive meanwhile."""
@@ -134,14 +148,14 @@ def _records_until_end(
     ends = ends if ends is not None else consumer.end_offsets(tps)
     if from_beginning:
         consumer.seek_to_beginning(*tps)
-    remaining = {tp for tp in tps if consumer.position(tp) < ends[tp]}
+    remaining = {tp for tp in tps if _position(consumer, tp) < ends[tp]}
     deadline = time.monotonic() + timeout_s
     while remaining and time.monotonic() < deadline:
         for tp, batch in consumer.poll(timeout_ms=500).items():
             for record in batch:
                 if record.offset < ends[tp]:
                     yield record
-            if consumer.position(tp) >= ends[tp]:
+            if _position(consumer, tp) >= ends[tp]:
                 remaining.discard(tp)
 
 
@@ -213,7 +227,7 @@ def read_records(
                     if offsets and offsets[0] == record.offset:
                         found[(tp.partition, record.offset)] = record
                         offsets.pop(0)
-                if offsets and consumer.position(tp) < offsets[0]:
+                if offsets and _position(consumer, tp) < offsets[0]:
                     consumer.seek(tp, offsets[0])  # skip the gap
                 elif not offsets:
                     consumer.pause(tp)
@@ -379,7 +393,7 @@ def skip_record(
         while found is None and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
                 found = next((r for r in batch if r.offset == offset), found)
-            if found is None and consumer.position(tp) > offset:
+            if found is None and _position(consumer, tp) > offset:
                 break
         if found is None:
             raise SkipRefused(f"no record at {topic}-{partition} offset {offset} (deleted by retention?)")

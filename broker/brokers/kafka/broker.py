@@ -15,7 +15,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaProducer
@@ -225,7 +225,9 @@ class KafkaBroker(Broker):
                     return f"the TLS handshake with {host}:{port} failed ({exc}): check ssl_cafile"
         return None
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+    def _produce(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> Callable[[float], None]:
         producer = self.producer
         try:
             future = producer.send(topic, value=value, key=key, headers=headers)

@@ -115,7 +115,8 @@ class KafkaGroupConsumer:
         try:
             internals.check_consumer(self.kafka)
             self._adapter = _ListenerAdapter(self, listener)
-            self.kafka.subscribe(topics, listener=self._adapter)
+            # subscribe takes an AsyncConsumerRebalanceListener too; the stubs name only the sync one
+            self.kafka.subscribe(topics, listener=self._adapter)  # type: ignore[arg-type]
             self._await_metadata(topics, timeout_s=options["bootstrap_timeout_ms"] / 1000)
         except BaseException:
             self.kafka.close(autocommit=False)
@@ -164,7 +165,7 @@ class KafkaGroupConsumer:
         try:
             for tp in partitions:
                 found = self.kafka.committed(KafkaTopicPartition(*tp), metadata=True, timeout_ms=COMMIT_TIMEOUT_MS)
-                if found is not None and found.offset >= 0:
+                if found is not None and found.offset is not None and found.offset >= 0:
                     out[tp] = Commit(found.offset, found.metadata or "")
         except KafkaError as exc:
             raise BrokerUnavailable(f"reading committed offsets failed: {exc}") from exc
@@ -181,7 +182,7 @@ class KafkaGroupConsumer:
         """Change the subscription (a worker following its broker's declared topics): the next
         poll rejoins the group with it."""
         try:
-            self.kafka.subscribe(topics, listener=self._adapter)
+            self.kafka.subscribe(topics, listener=self._adapter)  # type: ignore[arg-type]  # as in __init__
         except KafkaError as exc:
             raise BrokerUnavailable(f"subscribing to {', '.join(topics)} failed: {exc}") from exc
 

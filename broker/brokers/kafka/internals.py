@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import kafka
+import kafka.version
 from kafka.coordinator.assignors.abstract import RebalanceProtocol
 from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.structs import OffsetAndMetadata
@@ -47,7 +47,7 @@ class KafkaInternalsError(BrokerError):
 
 def check_library(version: str | None = None) -> None:
     """Fail unless the installed kafka-python is the pinned version with the coordinator method we await."""
-    version = kafka.__version__ if version is None else version
+    version = kafka.version.__version__ if version is None else version
     if version != PINNED_VERSION:
         raise KafkaInternalsError(
             f"kafka-python {version} is installed, but broker/brokers/kafka/internals.py was checked against "
@@ -117,5 +117,6 @@ def fetch_while_rejoining(consumer: Any, max_records: int, timeout_ms: int) -> d
         return {}
     if not consumer.assignment():
         return {}
+    records: dict[Any, list[Any]]
     records, _ = consumer._fetcher.fetch_records(max_records, update_offsets=True, timeout_ms=timeout_ms)
     return records

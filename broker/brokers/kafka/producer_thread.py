@@ -45,7 +45,7 @@ class _Outcome:
     """A send's (or a flush's) result, set from the producer's thread, awaited in the caller's hub."""
 
     def __init__(self) -> None:
-        self._result = gevent.event.AsyncResult()
+        self._result: gevent.event.AsyncResult[Any] = gevent.event.AsyncResult()
         self._loop = gevent.get_hub().loop
 
     def set(self, value: Any) -> None:  # from the producer's thread
@@ -65,7 +65,7 @@ class ThreadedProducer:
     """A ``KafkaProducer`` built and driven on a native thread (module docstring)."""
 
     def __init__(self, options: dict[str, Any], connect_timeout_s: float) -> None:
-        self._jobs: collections.deque[tuple[str, tuple, _Outcome]] = collections.deque()
+        self._jobs: collections.deque[tuple[str, tuple[Any, ...], _Outcome]] = collections.deque()
         self._closed = False
         self._producer: KafkaProducer | None = None
         self._wakeup: Any = None
@@ -76,7 +76,9 @@ class ThreadedProducer:
 
     # ------------------------------------------------------------ callers' side
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None, headers: list | None = None) -> _Outcome:
+    def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> _Outcome:
         outcome = _Outcome()
         self._submit("send", (topic, value, key, headers), outcome)
         return outcome
@@ -98,7 +100,7 @@ class ThreadedProducer:
         except KafkaTimeoutError:
             pass  # the thread goes on closing; unsent records are dropped as kafka-python's close drops them
 
-    def _submit(self, what: str, args: tuple, outcome: _Outcome) -> None:
+    def _submit(self, what: str, args: tuple[Any, ...], outcome: _Outcome) -> None:
         self._jobs.append((what, args, outcome))
         self._wakeup.send()  # thread-safe: wakes the producer thread's hub
 
@@ -130,9 +132,10 @@ class ThreadedProducer:
                     self._wakeup.stop()
                     return
 
-    def _send(self, args: tuple, outcome: _Outcome) -> None:
+    def _send(self, args: tuple[Any, ...], outcome: _Outcome) -> None:
         topic, value, key, headers = args
         try:
+            assert self._producer is not None  # built in _run before any job is taken
             future = self._producer.send(topic, value=value, key=key, headers=headers)
         except BaseException as exc:
             outcome.fail(exc)
@@ -141,7 +144,7 @@ class ThreadedProducer:
         future.add_errback(outcome.fail)
 
     @staticmethod
-    def _call(method: Any, args: tuple, outcome: _Outcome) -> None:
+    def _call(method: Any, args: tuple[Any, ...], outcome: _Outcome) -> None:
         try:
             outcome.set(method(timeout=args[0]))
         except BaseException as exc:

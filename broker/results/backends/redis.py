@@ -48,5 +48,6 @@ class RedisBackend(ResultBackend):
         if timeout_ms is None:
             data = self.client.lindex(key, 0)
         else:  # the element moves back onto its own list: it stays for other readers
-            data = self.client.blmove(key, key, max(timeout_ms, 1) / 1000, "LEFT", "RIGHT")
+            # redis-py annotates the timeout as int; BLMOVE takes fractional seconds (Redis 6+)
+            data = self.client.blmove(key, key, max(timeout_ms, 1) / 1000, "LEFT", "RIGHT")  # type: ignore[arg-type]
         return data.decode() if isinstance(data, bytes) else data
