@@ -1,4 +1,10 @@
-"""The abstract broker: actor registry, middleware, enqueueing. Concrete brokers live in ``brokers/``."""
+"""The abstract broker: actor registry, middleware, enqueueing. Concrete brokers live in ``brokers/``.
+
+One class over 400 lines on purpose: it is the surface Dramatiq users know as ``Broker``
+(declare, enqueue, consume, join, flush, the middleware hooks), and the typed overloads of
+``enqueue`` take their room; what is not that surface lives elsewhere (dead letters, delays,
+the queue consumer, the Kafka door in ``brokers/kafka/``).
+"""
 
 from __future__ import annotations
 

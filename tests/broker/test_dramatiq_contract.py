@@ -1,6 +1,7 @@
 """Where the "Coming from Dramatiq" table (docs/tasks.md) says "the same", it is (issue 23, items 2-5):
 each behaviour as Dramatiq 2.2 has it, checked by our own tests (on Kafka too where Kafka is
-involved: conftest.env)."""
+involved: conftest.env). Long because it is one short test or more per "the same" row.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 tests: middleware and its hooks, AgeLimit, Callbacks, CurrentMessage, SkipMessage, Retry,
 on_retry_exhausted, shutdown notifications, GenericActor, Message helpers, composition stats,
 encoders, pause/resume, late declarations, a fresh broker per test. On Kafka too where a hook
-is about Kafka (ack is the commit of a finished record, nack its dead letter): conftest.env."""
+is about Kafka (ack is the commit of a finished record, nack its dead letter): conftest.env.
+Long because it is one test or more per feature of that list, each short.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""worker.py as real processes on real Kafka: crashes, signals, rebalances, lag and dead letters."""
+"""worker.py as real processes on real Kafka: crashes, signals, rebalances, lag and dead letters.
+
+Long because each fault gets its own test over the same few process helpers at the top.
+"""
 
 from __future__ import annotations
 

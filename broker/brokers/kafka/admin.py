@@ -1,5 +1,6 @@
 """Operator tools on Kafka: consumer-group lag and members, dead-letter listing and replay, and
-skipping one record that holds a partition.
+skipping one record that holds a partition. A little over 400 lines because these are one
+operator's toolbox over one admin client and consumer set-up, which a split would repeat.
 
 What a dead letter says (its headers, its summary) is :mod:`broker.dead_letters`; this module only
 reads and writes the records. Every function raises :class:`~broker.errors.BrokerError`s only:
