@@ -195,7 +195,7 @@ def _cached_resource(url: str, token: str) -> str:
 
 class FreshnessProbe(threading.Thread):
     """POST a new payload for its own device, then GET every 5 ms until it shows; 100 ms between
-    probes (lighter than ``bench.run.freshness``'s 2 / 50 ms, which at a second's freshness added
+    probes (lighter than ``bench.ingest_section.freshness``'s 2 / 50 ms, which at a second's freshness added
     hundreds of GETs a second to the load it measured)."""
 
     def __init__(self, url: str, auth: dict, post_url: str | None = None) -> None:
