@@ -27,6 +27,7 @@ from bench import mixed
 from bench.common import DETAILS, RESULTS, ROOT, ROWS
 from bench.http_section import bench_http
 from bench.ingest_section import bench_ingest
+from bench.peer_section import bench_peer
 from bench.storage_section import bench_storage
 from bench.tasks_section import bench_tasks
 from bench.tracing_section import bench_tracing
@@ -69,7 +70,7 @@ def main() -> None:
     if "ingest" in sections:
         bench_ingest(10 if args.quick else 60, 1000)
     if "peer" in sections:
-        mixed.bench_peer(seconds, 1 if args.quick else args.rounds)
+        bench_peer(seconds, 1 if args.quick else args.rounds)
     if "mixed" in sections:
         mixed.bench_mixed(5 if args.quick else args.mixed_seconds, args.mixed_rates, args.mixed_modes)
     if "tracing" in sections:
