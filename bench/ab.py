@@ -19,7 +19,7 @@ import uuid
 from contextlib import ExitStack
 
 from bench import mixed as m
-from bench import run as b
+from bench.common import forget_resource, gunicorn, token
 
 
 def _pool_env(spec: str) -> dict[str, str]:
@@ -38,11 +38,11 @@ def main() -> None:
     parser.add_argument("--no-c128", action="store_true", help="skip wrk at 128 connections on the GET hit")
     args = parser.parse_args()
     m.GET_RATE = args.get_rate  # open_loop reads it at call time
-    auth = {"Authorization": f"Bearer {b.token()}"}
+    auth = {"Authorization": f"Bearer {token()}"}
     run = uuid.uuid4().hex[:6]
     results: dict[tuple[str, str], list[dict]] = {}
     with ExitStack() as stack:
-        urls = {spec: stack.enter_context(b.gunicorn("wsgi:app", {**m.API_ENV, **_pool_env(spec)}))[0]
+        urls = {spec: stack.enter_context(gunicorn("wsgi:app", {**m.API_ENV, **_pool_env(spec)}))[0]
                 for spec in args.pools}  # fmt: skip
         hit = m._cached_resource(urls[args.pools[0]], auth["Authorization"].removeprefix("Bearer "))
         rates = args.rates.split(",")
@@ -70,7 +70,7 @@ def main() -> None:
                             "get_p99_ms": wrk["p99_ms"]}  # fmt: skip
                     results.setdefault((line["what"], spec), []).append(line)
                     print(json.dumps(line), flush=True)
-    b._forget_resource(hit)
+    forget_resource(hit)
     print("\nsummary: median [min-max] over rounds")
     for (what, spec), lines in results.items():
         cells = []

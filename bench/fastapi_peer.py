@@ -10,7 +10,7 @@ acknowledged it, and one JSON log line per request (stdlib logging, to stderr). 
 because the benchmark does not measure them: the PostgreSQL read on a cache miss (a miss is a
 404 here), rate limits, idempotency keys, metrics, load shedding.
 
-Runs only in the benchmark's venv (requirements-bench.txt), started by ``bench/run.py``:
+Runs only in the benchmark's venv (requirements-bench.txt), started by ``bench/mixed.py``:
 
     uvicorn bench.fastapi_peer:app --workers 2 --loop uvloop --http httptools
 

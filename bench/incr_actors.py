@@ -1,6 +1,6 @@
 """The no-op benchmark task on our broker: each message INCRs one Redis counter.
 
-Topic and counter come from BENCH_TOPIC and BENCH_COUNTER (set by bench/run.py)."""
+Topic and counter come from BENCH_TOPIC and BENCH_COUNTER (set by bench/tasks_section.py)."""
 
 import os
 

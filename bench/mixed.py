@@ -1,14 +1,11 @@
-"""The benchmark's read-under-ingest and FastAPI-peer sections (``--only mixed,peer``).
+"""The benchmark's read-under-ingest section (``--only mixed``), and the open-loop load and servers
+it shares with the FastAPI-peer section (``bench/peer_section.py``) and ``bench.ab``.
 
 mixed: open loop (vegeta at constant rates), cache-hit ``GET /resource/<id>`` at 800/s with
 ``POST /events`` beside it at 0/100/250/500/s and at twice the POST capacity, first for the API
 alone (no worker), then for the whole system on one host (``worker.py`` running, its own group
 from the end of ``events-input``) with the freshness probe (202 -> the payload visible through
 ``GET``) running beside the load.
-
-peer: the architecture document's own stack (``bench/fastapi_peer.py``, in the bench's venv)
-against ours, interleaved in the same run: wrk at 8/32/128 connections on the GET hit and the
-POST, and the 800 GET/s + 500 POST/s open-loop mix, each repeated; ratios per round.
 
 Every clock is the load generator's (vegeta or wrk on the same 2 cores as everything else):
 from writing the request to reading the whole answer, connection set-up included when vegeta
@@ -30,7 +27,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from bench import run as b
+from bench.common import (
+    BIN,
+    DETAILS,
+    PEERS_PY,
+    ROOT,
+    ROWS,
+    SECRET,
+    Row,
+    answers,
+    forget_resource,
+    gunicorn,
+    say,
+    start_worker,
+    store_resource,
+    token,
+)
+from bench.load import event_targets, wrk_output
 from tests.helpers import free_port, http, start_group_at_end, wait_for
 
 GET_RATE = 800
@@ -58,7 +71,7 @@ def _percentiles(latencies_ms: list[float]) -> dict:
 
 def _decode(results: Path) -> list[dict]:
     """vegeta's binary results as dicts (code, latency in ns, timestamp)."""
-    out = subprocess.run([str(b.BIN / "vegeta"), "encode", "-to", "json", str(results)], capture_output=True,
+    out = subprocess.run([str(BIN / "vegeta"), "encode", "-to", "json", str(results)], capture_output=True,
                          check=True).stdout  # fmt: skip
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -80,7 +93,7 @@ def _summary(results: list[dict], seconds: float) -> dict:
 def _attack(targets: str, rate: int, seconds: int, out: Path) -> subprocess.Popen:
     target_file = out.with_suffix(".targets")
     target_file.write_text(targets)
-    command = [str(b.BIN / "vegeta"), "attack", f"-rate={rate}", f"-duration={seconds}s", "-timeout=10s",
+    command = [str(BIN / "vegeta"), "attack", f"-rate={rate}", f"-duration={seconds}s", "-timeout=10s",
                f"-max-connections={MAX_CONNECTIONS}", f"-targets={target_file}", f"-output={out}"]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -95,7 +108,7 @@ def open_loop(
         get_targets = f"GET {url}/resource/{get_id}\nAuthorization: {auth['Authorization']}\n"
         attacks = {"get": _attack(get_targets, GET_RATE, seconds, tmp_path / "get.bin")}
         if post_rate:
-            post_targets = b.event_targets(tmp_path, post_url or url, auth, prefix)
+            post_targets = event_targets(tmp_path, post_url or url, auth, prefix)
             attacks["post"] = _attack(post_targets, post_rate, seconds, tmp_path / "post.bin")
         for attack in attacks.values():
             attack.wait(seconds + 60)
@@ -104,7 +117,7 @@ def open_loop(
 
 def wrk_run(url: str, connections: int, seconds: int, headers: dict, body: dict | None = None) -> dict:
     """wrk (1 thread): 2xx answers per second, p99 (ms) and the count of other answers."""
-    out = b.wrk_output(url, connections, seconds, headers, body)
+    out = wrk_output(url, connections, seconds, headers, body)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
@@ -121,22 +134,22 @@ def wrk_run(url: str, connections: int, seconds: int, headers: dict, body: dict 
 @contextmanager
 def fastapi_peer(topic: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """The document's stack on uvicorn, 2 worker processes (as ours has 2 gunicorn workers)."""
-    if not b.PEERS_PY.exists():
+    if not PEERS_PY.exists():
         raise SystemExit("bench: the peers' venv is missing (make bench creates .stack/bench-venv)")
     from core.settings import load_settings
 
     settings = load_settings(require_jwt=False)
     port = free_port()
-    env = {**os.environ, "JWT_SECRET": b.SECRET, "PEER_TOPIC": topic, "PYTHONPATH": str(b.ROOT),
+    env = {**os.environ, "JWT_SECRET": SECRET, "PEER_TOPIC": topic, "PYTHONPATH": str(ROOT),
            "REDIS_URL": settings.redis_url, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers}  # fmt: skip
     log = open(Path(tempfile.gettempdir()) / f"bench-fastapi-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([str(b.PEERS_PY), "-m", "uvicorn", "bench.fastapi_peer:app", "--host", "127.0.0.1",
+    proc = subprocess.Popen([str(PEERS_PY), "-m", "uvicorn", "bench.fastapi_peer:app", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "2", "--loop", "uvloop", "--http", "httptools",
-                             "--no-access-log", "--log-level", "warning"], cwd=b.ROOT, env=env, stdout=log,
+                             "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: b._answers(url + "/healthz"), timeout=30, message="the FastAPI peer answering")
+        wait_for(lambda: answers(url + "/healthz"), timeout=30, message="the FastAPI peer answering")
         yield url, proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -167,7 +180,7 @@ def scratch_topic(name: str) -> Iterator[str]:
 def _cached_resource(url: str, token: str) -> str:
     """A stored resource whose cache entry our API has filled (the peer reads the same key)."""
     device = f"bench-hit-{uuid.uuid4().hex[:8]}"
-    b._store_resource(device)
+    store_resource(device)
     status, _, _ = http("GET", f"{url}/resource/{device}", token)
     assert status == 200, status
     return device
@@ -178,7 +191,7 @@ def _cached_resource(url: str, token: str) -> str:
 
 class FreshnessProbe(threading.Thread):
     """POST a new payload for its own device, then GET every 5 ms until it shows; 100 ms between
-    probes (lighter than ``bench.run.freshness``'s 2 / 50 ms, which at a second's freshness added
+    probes (lighter than ``bench.ingest_section.freshness``'s 2 / 50 ms, which at a second's freshness added
     hundreds of GETs a second to the load it measured)."""
 
     def __init__(self, url: str, auth: dict, post_url: str | None = None) -> None:
@@ -242,8 +255,8 @@ def bench_mixed(seconds: int, rates: str = "0,100,250,500,2x", modes: str = "api
     alone (``api_alone``), the whole system (``whole_system``: with the worker), and either of
     them with the writes in a gunicorn of their own on another port at ``nice 10`` (``_split``:
     as separate services behind load-balancer path rules; docs/performance.md)."""
-    auth = {"Authorization": f"Bearer {b.token()}"}
-    token = auth["Authorization"].removeprefix("Bearer ")
+    auth = {"Authorization": f"Bearer {token()}"}
+    bearer = auth["Authorization"].removeprefix("Bearer ")
     run = uuid.uuid4().hex[:8]
     rows: dict[str, list[dict]] = {mode: [] for mode in modes.split(",")}
     forget: list[str] = []
@@ -251,13 +264,13 @@ def bench_mixed(seconds: int, rates: str = "0,100,250,500,2x", modes: str = "api
 
     settings = load_settings(require_jwt=False)
     split = any(mode.endswith("_split") for mode in rows)
-    writes_pool = b.gunicorn("wsgi:app", API_ENV, prefix=("nice", "-n", "10")) if split else nullcontext((None, None))
-    with b.gunicorn("wsgi:app", API_ENV) as (url, _), writes_pool as (write_url, _):
-        hit = _cached_resource(url, token)
+    writes_pool = gunicorn("wsgi:app", API_ENV, prefix=("nice", "-n", "10")) if split else nullcontext((None, None))
+    with gunicorn("wsgi:app", API_ENV) as (url, _), writes_pool as (write_url, _):
+        hit = _cached_resource(url, bearer)
         forget.append(hit)
-        capacity = b.DETAILS.get("post_max_rate") or post_capacity(url, auth, 5)
+        capacity = DETAILS.get("post_max_rate") or post_capacity(url, auth, 5)
         overload = int(2 * capacity)
-        b.say(f"mixed: POST capacity {capacity:.0f}/s, overload {overload}/s")
+        say(f"mixed: POST capacity {capacity:.0f}/s, overload {overload}/s")
         post_rates = [overload if r == "2x" else int(r) for r in rates.split(",")]
         for mode in rows:
             worker = probe = None
@@ -265,7 +278,7 @@ def bench_mixed(seconds: int, rates: str = "0,100,250,500,2x", modes: str = "api
             if mode.startswith("whole_system"):
                 group = f"bench-mixed-{run}"
                 start_group_at_end(settings.kafka_options, group, "events-input")
-                worker = b.start_worker(["--group", group])
+                worker = start_worker(["--group", group])
                 time.sleep(5)  # the worker joins its group (it would otherwise start behind)
             try:
                 for rate in post_rates:
@@ -283,15 +296,15 @@ def bench_mixed(seconds: int, rates: str = "0,100,250,500,2x", modes: str = "api
                         result["freshness"] = probe.result()
                     rows[mode].append(result)
                     get, post = result["get"], result.get("post", {})
-                    b.say(f"mixed {mode} {rate} POST/s: GET p99 {get['p99_ms']:.1f} ms max {get['max_ms']:.0f}; "
+                    say(f"mixed {mode} {rate} POST/s: GET p99 {get['p99_ms']:.1f} ms max {get['max_ms']:.0f}; "
                           f"POST p99 {post.get('p99_ms', 0):.1f} ms, {post.get('ok_per_s', 0):.0f} accepted/s, "
                           f"shed {post.get('shed', 0)}; fresh {result.get('freshness', {})}")  # fmt: skip
             finally:
                 if worker is not None:
                     os.killpg(worker.pid, signal.SIGTERM)
                     worker.wait(60)
-    b._forget_resource(*forget)
-    b.DETAILS["mixed"] = {"get_rate": GET_RATE, "seconds": seconds, "post_capacity": capacity, **rows}
+    forget_resource(*forget)
+    DETAILS["mixed"] = {"get_rate": GET_RATE, "seconds": seconds, "post_capacity": capacity, **rows}
     TABLES.append(mixed_table(rows, overload))
     goals = {"api_alone": 15, "whole_system": 50, "api_split": 15, "whole_system_split": 50}
     for mode, results in rows.items():
@@ -299,16 +312,16 @@ def bench_mixed(seconds: int, rates: str = "0,100,250,500,2x", modes: str = "api
         at500 = next((r for r in results if r["post_rate"] == 500), None)
         if at500 is not None:
             p99 = at500["get"]["p99_ms"]
-            b.ROWS.append(b.Row(f"mixed, {name}: GET p99 at 800 GET/s + 500 POST/s, ms", p99, unit="ms",
+            ROWS.append(Row(f"mixed, {name}: GET p99 at 800 GET/s + 500 POST/s, ms", p99, unit="ms",
                                 goal=f"<= {goals[mode]} ms", met=p99 <= goals[mode]))  # fmt: skip
             fresh = at500.get("freshness")
             if fresh and fresh.get("n"):
-                b.ROWS.append(b.Row(f"mixed, {name}: freshness p99 at 500 POST/s, ms", fresh["p99_ms"], unit="ms",
+                ROWS.append(Row(f"mixed, {name}: freshness p99 at 500 POST/s, ms", fresh["p99_ms"], unit="ms",
                                     goal="<= 100 ms", met=fresh["p99_ms"] <= 100))  # fmt: skip
         over = next((r for r in results if r["post_rate"] == overload), None)
         if over is not None:
             accepted = over["post"]["ok_per_s"]
-            b.ROWS.append(b.Row(f"mixed, {name}: accepted POST/s at 2x capacity ({overload}/s offered)", accepted,
+            ROWS.append(Row(f"mixed, {name}: accepted POST/s at 2x capacity ({overload}/s offered)", accepted,
                                 capacity, "POST capacity (wrk)", "events/s", ">= 0.9x",
                                 accepted >= 0.9 * capacity))  # fmt: skip
 
@@ -335,77 +348,3 @@ def mixed_table(rows: dict[str, list[dict]], overload: int) -> str:
                 f"| {mode.replace('_', ' ')} | {rate} | {get} | {g['shed'] + g['failed']} | {post} | {fresh} |"
             )
     return "\n".join(lines)
-
-
-def bench_peer(seconds: int, rounds: int = 2) -> None:
-    """Ours and the FastAPI stack, interleaved: per round, each app's GET and POST under wrk at
-    8/32/128 connections, then each one's 800 GET/s + 500 POST/s open loop (API alone)."""
-    auth = {"Authorization": f"Bearer {b.token()}"}
-    token = auth["Authorization"].removeprefix("Bearer ")
-    run = uuid.uuid4().hex[:8]
-    forget: list[str] = []
-    out: dict[str, list] = {"ours": [], "fastapi": []}
-    with b.gunicorn("wsgi:app", API_ENV) as (ours_url, ours_proc), scratch_topic(f"bench-peer-{run}") as topic, \
-            fastapi_peer(topic) as (peer_url, peer_proc):  # fmt: skip
-        procs = {"ours": ours_proc, "fastapi": peer_proc}
-        hit = _cached_resource(ours_url, token)
-        forget.append(hit)
-        body = {"device_id": f"bench-peer-{run}", "payload": {"status": "online", "temp_c": 37.2}}
-        forget.append(body["device_id"])
-        for url in (ours_url, peer_url):  # warm both (connections, JIT-free caches)
-            wrk_run(f"{url}/resource/{hit}", 8, 1, auth)
-            wrk_run(f"{url}/events", 8, 1, auth, body)
-        for round_ in range(rounds):
-            for name, url in (("ours", ours_url), ("fastapi", peer_url)) if round_ % 2 == 0 else \
-                    (("fastapi", peer_url), ("ours", ours_url)):  # fmt: skip
-                result: dict = {"get": {}, "post": {}, "cpu_ms": {}}
-                for path, target, payload in (("get", f"{url}/resource/{hit}", None), ("post", f"{url}/events", body)):
-                    cpu = b.cpu_seconds_of_children(procs[name].pid)
-                    for c in (8, 32, 128):
-                        result[path][c] = wrk_run(target, c, seconds, auth, payload)
-                    served = sum(r["rate"] for r in result[path].values()) * seconds
-                    result["cpu_ms"][path] = (b.cpu_seconds_of_children(procs[name].pid) - cpu) * 1000 / served
-                prefix = f"bench-peer-{run}-{name}-{round_}"
-                forget.extend(f"{prefix}-{i}" for i in range(1000))
-                result["mixed"] = open_loop(url, auth, hit, 500, max(seconds * 2, 10), prefix)
-                out[name].append(result)
-                get_best = max(r["rate"] for r in result["get"].values())
-                post_best = max(r["rate"] for r in result["post"].values())
-                b.say(
-                    f"peer round {round_} {name}: CPU ms per GET {result['cpu_ms']['get']:.2f}, per POST "
-                    f"{result['cpu_ms']['post']:.2f}"
-                )
-                b.say(f"peer round {round_} {name}: GET best {get_best:.0f}, POST best {post_best:.0f}, GET p99 c128 "
-                      f"{result['get'][128]['p99_ms']} ms, mixed GET p99 {result['mixed']['get']['p99_ms']:.1f} ms, "
-                      f"POST p99 {result['mixed']['post']['p99_ms']:.1f} ms")  # fmt: skip
-    b._forget_resource(*forget)
-    b.DETAILS["peer"] = out
-    b.DETAILS.setdefault("post_max_rate", max(max(r["rate"] for r in res["post"].values()) for res in out["ours"]))
-
-    def best(name: str, path: str) -> list[float]:
-        return [max(r["rate"] for r in res[path].values()) for res in out[name]]
-
-    def rng(values: list[float]) -> str:
-        return f"{min(values):,.0f}-{max(values):,.0f}" if len(values) > 1 else f"{values[0]:,.0f}"
-
-    for path, label, goal in (("get", "GET cache hit", 1.0), ("post", "POST /events", 0.8)):
-        ours, peer = best("ours", path), best("fastapi", path)
-        ratios = [o / p for o, p in zip(ours, peer, strict=True)]
-        b.ROWS.append(b.Row(f"{label}, best req/s (wrk c=8/32/128; ours {rng(ours)}, peer {rng(peer)}; "
-                            f"ratios {min(ratios):.2f}-{max(ratios):.2f}x)", max(ours), max(peer), "FastAPI stack",
-                            "req/s", f">= {goal}x", min(ratios) >= goal))  # fmt: skip
-    for path in ("get", "post"):
-        ours_cpu = [r["cpu_ms"][path] for r in out["ours"]]
-        peer_cpu = [r["cpu_ms"][path] for r in out["fastapi"]]
-        b.ROWS.append(b.Row(f"CPU ms per {path.upper()} (server processes, during wrk; worst round)", max(ours_cpu),
-                            max(peer_cpu), "FastAPI stack", "ms"))  # fmt: skip
-    p128 = [r["get"][128]["p99_ms"] for r in out["ours"]], [r["get"][128]["p99_ms"] for r in out["fastapi"]]
-    b.ROWS.append(b.Row("GET cache hit, p99 at 128 connections (worst round), ms", max(p128[0]), max(p128[1]),
-                        "FastAPI stack", "ms", "no worse", max(p128[0]) <= max(p128[1])))  # fmt: skip
-    mixed = [r["mixed"]["get"]["p99_ms"] for r in out["ours"]], [r["mixed"]["get"]["p99_ms"] for r in out["fastapi"]]
-    b.ROWS.append(b.Row("GET p99 at 800 GET/s + 500 POST/s, API alone (worst round), ms", max(mixed[0]),
-                        max(mixed[1]), "FastAPI stack", "ms", "<= 15 ms and no worse",
-                        max(mixed[0]) <= 15 and max(mixed[0]) <= max(mixed[1])))  # fmt: skip
-    posts = [r["mixed"]["post"]["p99_ms"] for r in out["ours"]], [r["mixed"]["post"]["p99_ms"] for r in out["fastapi"]]
-    b.ROWS.append(b.Row("  POST p99 in that mix (worst round), ms", max(posts[0]), max(posts[1]), "FastAPI stack",
-                        "ms"))  # fmt: skip

@@ -1,5 +1,5 @@
 """An ``async def`` actor for the chaos suite, loaded by ``worker.py`` beside ``tasks``
-(``worker.py run tasks tests.chaos.async_actors``; see :class:`tests.chaos.harness.System`).
+(``worker.py run tasks tests.chaos.async_actors``; see :class:`tests.chaos.system.System`).
 
 Why: the suite's ledger (nothing acknowledged lost, nothing stored twice) should hold for an
 async actor under the same faults as for the sync ``process_event``; an async actor's message

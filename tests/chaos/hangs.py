@@ -22,7 +22,9 @@ import threading
 import time
 
 from core.settings import Settings
-from tests.chaos.harness import ROOT, Post, Readers, Result, Run, _get, descendants, log, token, wait_until
+from tests.chaos.harness import Result, Run
+from tests.chaos.load import Post, Readers
+from tests.chaos.system import ROOT, descendants, http_get, log, token, wait_until
 
 WARM_UP_S = 5
 HIT_P99_LIMIT_S = 0.1  # a cache hit never touches PostgreSQL: generous for a busy 2-core machine
@@ -297,7 +299,10 @@ def slow_dependency(settings: Settings, short: bool) -> Result:
             quiet = f"chaos-{run.run_id}-quiet"  # a device that posted once: its reads stay hits
             _post_once(run.system.url, quiet)
             wait_until(
-                lambda: _get(run.system.url, f"/resource/{quiet}", {"Authorization": f"Bearer {token()}"})[0] == 200, 30
+                lambda: (
+                    http_get(run.system.url, f"/resource/{quiet}", {"Authorization": f"Bearer {token()}"})[0] == 200
+                ),
+                30,
             )
             timer = HitTimer(run.system.url, quiet)
             timer.start()

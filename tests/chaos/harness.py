@@ -10,33 +10,23 @@ acknowledged event. With ``Run(..., async_actor=True)`` an ``async def`` actor
 (:mod:`tests.chaos.async_actors`) runs in the same worker and is held to the same ledger: every
 message it was sent and Kafka acknowledged is stored exactly once (the actor never fails by itself, so
 a dead letter of it is a problem).
+
+This module is the run (:class:`Run`) and its verdict (:class:`Result`), with the dead-letter topic
+read as an outsider; the processes are :mod:`tests.chaos.system`'s, the load and the ledger
+:mod:`tests.chaos.load`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import http.client
 import importlib
 import json
-import os
-import random
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
-import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Self
 
-import jwt
-import jwt.warnings
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import TopicAlreadyExistsError
@@ -45,323 +35,15 @@ from sqlalchemy import Engine, text
 
 from broker import set_broker
 from broker.brokers.kafka import client_options
-from broker.errors import BrokerError
 from broker.message import Message
 from broker.middleware import AsyncIO
 from core.cache import cache_key
 from core.db import make_engine
 from core.settings import Settings
 from core.wiring import make_broker
-from tests.helpers import free_port, position, start_group_at_end
-
-ROOT = Path(__file__).resolve().parents[2]
-INPUT_TOPIC = "events-input"
-# imported only by a run that wants it: importing declares its actor on whatever broker is set
-ASYNC_MODULE = "tests.chaos.async_actors"
-warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)  # the development secret
-
-
-def log(message: str) -> None:
-    print(f"chaos {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
-def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.25) -> bool:
-    """True as soon as ``condition()`` is truthy; False once ``timeout`` seconds passed without."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if condition():
-                return True
-        time.sleep(interval)
-    return False
-
-
-def stack(*args: str, env: dict[str, str] | None = None) -> None:
-    """``scripts/stack ARGS`` (e.g. ``stop kafka``, ``up``)."""
-    subprocess.run(
-        [str(ROOT / "scripts" / "stack"), *args],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (children, grandchildren), read from /proc."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-                children[ppid].append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-# ---------------------------------------------------------------- the system under test
-
-
-class System:
-    """The API (gunicorn, 2 gevent workers) and ``worker.py -p N`` as separate real processes."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        run_id: str,
-        *,
-        worker_processes: int = 2,
-        env: dict | None = None,
-        static: bool = False,
-        modules: tuple[str, ...] = ("tasks",),
-    ):
-        self.settings = settings
-        self.modules = modules
-        self.group = f"chaos-{run_id}"
-        # static membership (KIP-345): each worker process restarts under the same identity
-        self.instance_id = f"chaos-{run_id}" if static else None
-        self.port = free_port()
-        self.url = f"127.0.0.1:{self.port}"
-        self.worker_processes = worker_processes
-        self.logs = Path(tempfile.mkdtemp(prefix=f"chaos-{run_id}-"))
-        metrics = self.logs / "prometheus"
-        metrics.mkdir()
-        self.env = {
-            **os.environ,
-            "APP_ENV": "development",
-            "JWT_SECRET": "local-dev-secret",
-            "POSTGRES_PASSWORD": settings.postgres_password,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "KAFKA_CONSUMER_GROUP": self.group,
-            "LOG_LEVEL": os.environ.get("CHAOS_LOG_LEVEL", "INFO"),
-            "RATE_LIMIT_EVENTS": "100000/second",  # one subject posts for every device here
-            **(env or {}),
-        }
-        self.api_env = {**self.env, "BIND": self.url, "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
-        self.worker_env = {k: v for k, v in self.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        self.api: subprocess.Popen | None = None
-        self.worker: subprocess.Popen | None = None
-        self._starts = 0
-
-    def start(self) -> None:
-        start_group_at_end(self.settings.kafka_options, self.group, INPUT_TOPIC)
-        if ASYNC_MODULE in self.modules:
-            from tests.chaos import async_actors
-
-            start_group_at_end(self.settings.kafka_options, self.group, async_actors.TOPIC)
-        self.api = self._spawn(
-            "api", [str(Path(sys.executable).parent / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], self.api_env
-        )
-        self.start_worker()
-        if not wait_until(lambda: _get(self.url, "/healthz")[0] == 200, timeout=60):
-            raise RuntimeError(f"the API did not answer /healthz; see {self.logs}")
-
-    def start_worker(self) -> None:
-        argv = [sys.executable, "worker.py", "run", *self.modules, "-p", str(self.worker_processes), "-t", "8"]
-        if self.instance_id:
-            argv += ["--instance-id", self.instance_id]
-        self.worker = self._spawn("worker", argv, self.worker_env)
-
-    def _spawn(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
-        self._starts += 1
-        out = open(self.logs / f"{name}-{self._starts}.log", "wb")  # noqa: SIM115
-        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def worker_pids(self) -> list[int]:
-        return [self.worker.pid, *descendants(self.worker.pid)] if self.worker else []
-
-    def kill_worker(self) -> int:
-        """SIGKILL the worker supervisor and every child at once; returns how many died."""
-        pids = self.worker_pids()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if self.worker:
-            self.worker.wait(timeout=10)
-        return len(pids)
-
-    def stop(self) -> None:
-        for proc in (self.worker, self.api):
-            if proc and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (self.worker, self.api):
-            if proc:
-                try:
-                    proc.wait(timeout=90)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-
-def token(roles: tuple[str, ...] = ("device", "user")) -> str:
-    claims = {"sub": "chaos", "roles": list(roles), "exp": dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)}
-    return jwt.encode(claims, "local-dev-secret", algorithm="HS256")
-
-
-def _get(url: str, path: str, headers: dict | None = None, timeout: float = 5) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(url, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-# ---------------------------------------------------------------- load and the ledger
-
-
-@dataclass(frozen=True)
-class Post:
-    device: str
-    seq: int
-    status: int  # 0: no answer (timeout, connection refused)
-    request_id: str | None
-    sent: float
-    done: float
-
-
-@dataclass
-class Ledger:
-    posts: list[Post] = field(default_factory=list)
-    reads: list[tuple[float, int]] = field(default_factory=list)  # (time, status) of GETs
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, post: Post) -> None:
-        with self.lock:
-            self.posts.append(post)
-
-    def acked(self) -> list[Post]:
-        with self.lock:
-            return [p for p in self.posts if p.status == 202]
-
-    def count(self, predicate: Callable[[Post], bool]) -> int:
-        with self.lock:
-            return sum(1 for p in self.posts if predicate(p))
-
-    def first_ack_after(self, moment: float) -> float | None:
-        with self.lock:
-            times = [p.done for p in self.posts if p.status == 202 and p.sent >= moment]
-        return min(times) if times else None
-
-
-class Devices:
-    """``count`` devices posting sequentially, ``rate`` events per second in all, until stopped."""
-
-    def __init__(self, url: str, ledger: Ledger, run_id: str, *, count: int = 8, rate: float = 30, prefix: str = "dev"):
-        self.url, self.ledger, self.rate = url, ledger, rate
-        self.ids = [f"chaos-{run_id}-{prefix}{i}" for i in range(count)]
-        self.writer = uuid.uuid4().hex[:8]  # several Devices may post for one id: seq is per writer
-        self.headers = {"Authorization": f"Bearer {token()}", "Content-Type": "application/json"}
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(d,), daemon=True) for d in self.ids]
-
-    def start(self) -> Devices:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def _run(self, device: str) -> None:
-        interval = len(self.ids) / self.rate
-        conn: http.client.HTTPConnection | None = None
-        seq = 0
-        next_at = time.monotonic() + random.random() * interval
-        while not self._stop.is_set():
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
-            next_at += interval
-            seq += 1
-            body = json.dumps({"device_id": device, "payload": {"seq": seq, "writer": self.writer}})
-            sent = time.monotonic()
-            status, request_id = 0, None
-            try:
-                conn = conn or http.client.HTTPConnection(self.url, timeout=10)
-                conn.request("POST", "/events", body=body, headers=self.headers)
-                response = conn.getresponse()
-                data = response.read()
-                status = response.status
-                if status == 202:
-                    request_id = json.loads(data)["request_id"]
-            except (OSError, http.client.HTTPException):
-                if conn is not None:
-                    conn.close()
-                conn = None
-            self.ledger.add(Post(device, seq, status, request_id, sent, time.monotonic()))
-
-
-class Loop:
-    """A daemon thread that calls :meth:`tick` every ``interval`` seconds until stopped."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def tick(self) -> None:
-        raise NotImplementedError
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.tick()
-
-
-class Readers(Loop):
-    """``GET /resource/<id>`` for random devices, ``rate`` per second, every status recorded."""
-
-    def __init__(self, url: str, ledger: Ledger, devices: list[str], rate: float = 20):
-        super().__init__(1 / rate)
-        self.url, self.ledger, self.devices = url, ledger, devices
-        self.headers = {"Authorization": f"Bearer {token()}"}
-
-    def tick(self) -> None:
-        try:
-            status, _ = _get(self.url, f"/resource/{random.choice(self.devices)}", self.headers, timeout=5)
-        except (OSError, http.client.HTTPException):
-            status = 0
-        with self.ledger.lock:
-            self.ledger.reads.append((time.monotonic(), status))
-
-
-class AsyncSender(Loop):
-    """Sends ``rate`` messages a second to the async actor through the library (``actor.send``,
-    which returns once Kafka acknowledged), each with its own ledger id; remembers the acknowledged
-    ones (the async ledger) and counts the sends that failed (not acknowledged: no promise made)."""
-
-    def __init__(self, run_id: str, rate: float = 5) -> None:
-        super().__init__(1 / rate)
-        self.run_id = run_id
-        self.acked: list[str] = []
-        self.failed = 0
-        self._seq = 0
-
-    def tick(self) -> None:
-        self._seq += 1
-        ledger_id = f"{self.run_id}-a{self._seq}"
-        from tests.chaos import async_actors
-
-        try:
-            async_actors.store_async.send(self.run_id, ledger_id)
-        except BrokerError:
-            self.failed += 1
-        else:
-            self.acked.append(ledger_id)
+from tests.chaos.load import AsyncSender, Devices, Ledger, Post, Stored
+from tests.chaos.system import ASYNC_MODULE, System, http_get, log, token, wait_until
+from tests.helpers import position
 
 
 def ensure_async_actor(settings: Settings, engine: Engine) -> None:
@@ -382,40 +64,11 @@ def ensure_async_actor(settings: Settings, engine: Engine) -> None:
     async_actors.create_table(engine)
 
 
-# ---------------------------------------------------------------- what PostgreSQL holds
-
-
-class Stored(Loop):
-    """Polls PostgreSQL for the run's events and remembers when each request id first appeared."""
-
-    def __init__(self, engine: Engine, device_prefix: str, interval: float = 0.25):
-        super().__init__(interval)
-        self.engine, self.prefix = engine, device_prefix
-        self._first_seen: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def poll(self) -> None:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT request_id FROM events WHERE device_id LIKE :p"), {"p": self.prefix + "%"}
-            ).all()
-        now = time.monotonic()
-        with self._lock:
-            for (request_id,) in rows:
-                self._first_seen.setdefault(str(request_id), now)
-
-    @property
-    def first_seen(self) -> dict[str, float]:
-        """``{request_id: when first seen stored}``, a copy."""
-        with self._lock:
-            return dict(self._first_seen)
-
-    def tick(self) -> None:
-        with contextlib.suppress(Exception):  # PostgreSQL may be the fault
-            self.poll()
+# ---------------------------------------------------------------- the dead-letter topic, as an outsider
 
 
 def dead_letter_ends(settings: Settings) -> dict[KTP, int]:
+    """The dead-letter topic's end offsets now: where a run's own dead letters will start."""
     consumer = KafkaConsumer(**client_options(**settings.kafka_options))
     try:
         tps = [KTP(settings.kafka_topic_dlq, p) for p in consumer.partitions_for_topic(settings.kafka_topic_dlq)]
@@ -657,7 +310,7 @@ class Run:
         stale = []
         for device, seq in newest.items():
             row = rows.get(device)
-            status, body = _get(self.system.url, f"/resource/{device}", headers)
+            status, body = http_get(self.system.url, f"/resource/{device}", headers)
             served = json.loads(body) if status == 200 else {}
             cached = self.redis.get(cache_key(device))
             cached_doc = json.loads(cached) if cached else None

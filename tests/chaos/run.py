@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from core.settings import load_settings
-from tests.chaos.harness import log, stack
 from tests.chaos.scenarios import SCENARIOS
+from tests.chaos.system import log, stack
 
 CI_SCENARIOS = ["worker-kill", "kafka-restart", "kafka-freeze", "postgres-outage", "poison"]
 DEVELOPMENT = {"APP_ENV": "development", "JWT_SECRET": "local-dev-secret", "POSTGRES_PASSWORD": "apppass"}

@@ -21,19 +21,9 @@ from broker.message import Message
 from core.cache import cache_key
 from core.settings import Settings
 from tests.chaos.hangs import HANG_SCENARIOS
-from tests.chaos.harness import (
-    INPUT_TOPIC,
-    ROOT,
-    Readers,
-    Result,
-    Run,
-    _get,
-    dead_letters_since,
-    log,
-    stack,
-    token,
-    wait_until,
-)
+from tests.chaos.harness import Result, Run, dead_letters_since
+from tests.chaos.load import Readers
+from tests.chaos.system import INPUT_TOPIC, ROOT, http_get, log, stack, token, wait_until
 
 WARM_UP_S = 5
 # worker-kill's bounds with static membership (measured: 0.3-2.3 s and p99 10 s on a busy 2-core
@@ -147,7 +137,7 @@ def redis_outage(settings: Settings, short: bool) -> Result:
     with run.running():
         devices = run.devices().start()
         headers = {"Authorization": f"Bearer {token()}"}
-        wait_until(lambda: all(_get(run.system.url, f"/resource/{d}", headers)[0] == 200 for d in devices.ids), 30)
+        wait_until(lambda: all(http_get(run.system.url, f"/resource/{d}", headers)[0] == 200 for d in devices.ids), 30)
         readers = Readers(run.system.url, run.ledger, devices.ids).start()
         time.sleep(WARM_UP_S)
         _, fault_end = outage("redis-outage", "redis", seconds)
@@ -244,7 +234,7 @@ def _probe_freshness(run: Run, stop: threading.Event, latencies: list[float]) ->
         accepted = time.monotonic()
 
         def shows(seq: int = seq) -> bool:
-            status, data = _get(run.system.url, f"/resource/{device}", headers)
+            status, data = http_get(run.system.url, f"/resource/{device}", headers)
             return status == 200 and json.loads(data)["payload"]["seq"] >= seq
 
         if wait_until(shows, timeout=10, interval=0.02):
@@ -282,7 +272,7 @@ def stale_race(settings: Settings, short: bool) -> Result:
             row = conn.execute(
                 text("SELECT event_request_id, version FROM resources WHERE id = :d"), {"d": device}
             ).one()
-        status, body = _get(run.system.url, f"/resource/{device}", {"Authorization": f"Bearer {token()}"})
+        status, body = http_get(run.system.url, f"/resource/{device}", {"Authorization": f"Bearer {token()}"})
         cached = run.redis.get(cache_key(device))
         stale = str(row.event_request_id) != str(newest)
         stale |= status != 200 or json.loads(body)["version"] != row.version

@@ -35,8 +35,10 @@ from sqlalchemy import text
 from broker.brokers.kafka import client_options
 from broker.brokers.kafka.admin import consumer_lag
 from core.settings import Settings, load_settings
-from tests.chaos.harness import INPUT_TOPIC, ROOT, Readers, Run, dead_letters_since, descendants, log
+from tests.chaos.harness import Run, dead_letters_since
+from tests.chaos.load import Readers
 from tests.chaos.scenarios import _poison_records
+from tests.chaos.system import INPUT_TOPIC, ROOT, descendants, log
 
 # growth allowed from the end of the warm-up to the end (of the run, or of a worker's lifetime)
 RSS_GROWTH_BOUND = 0.25  # a quarter: allocators and caches settle slowly; a leak keeps going
