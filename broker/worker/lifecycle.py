@@ -115,10 +115,11 @@ class Worker:
         if not topics and not getattr(broker, "consumes_later_topics", False):
             raise ValueError("no topics to consume: declare actors (import your tasks) or pass topics=")
         broker.emit_before("worker_boot", self)
-        self.consumer = broker.consume(topics, self.group_id, listener=self, instance_id=self.instance_id)
+        consumer: Consumer = broker.consume(topics, self.group_id, listener=self, instance_id=self.instance_id)
+        self.consumer = consumer
         if not self.topics:
-            self.consumer.follows_declarations = True  # type: ignore[attr-defined]  # the stub's join looks
-        consumer_loop = ConsumerLoop(broker, shared, self.consumer, self, subscribed=topics, declarations=declarations)
+            consumer.follows_declarations = True  # type: ignore[attr-defined]  # the stub's join looks
+        consumer_loop = ConsumerLoop(broker, shared, consumer, self, subscribed=topics, declarations=declarations)
         runner = Runner(
             broker,
             shared,
