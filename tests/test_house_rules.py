@@ -140,6 +140,9 @@ def test_importing_broker_loads_neither_kafka_python_nor_prometheus_client():
         ("broker.middleware", "Prometheus"),
         ("broker.admin", "consumer_lag"),
         ("broker.admin", "describe_dead_letter"),
+        ("broker.worker", "Worker"),
+        ("broker.worker", "DEFAULT_GROUP"),
+        ("broker.worker", "QUEUE_PREFETCH"),
     ],
 )
 def test_a_public_name_is_still_importable_from_where_it_was(module, name):
