@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
-
-if TYPE_CHECKING:
-    from broker.offsets import Commit
+from typing import NamedTuple, Protocol
 
 
 class TopicPartition(NamedTuple):
     topic: str
     partition: int
+
+
+class Commit(NamedTuple):
+    """What to commit for a partition: the next offset to read, and the finished offsets beyond it
+    (their encoding is :mod:`broker.offsets`)."""
+
+    offset: int
+    metadata: str = ""
 
 
 class Record(NamedTuple):

@@ -15,11 +15,10 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from broker.consumer import Record, TopicPartition
+from broker.consumer import Commit, Record, TopicPartition
 from broker.dead_letters import REASON_NO_TOPIC, REASON_UNDECODABLE
 from broker.delays import now_ms, read_headers, route, tier_topics
 from broker.errors import BrokerUnavailable, DecodeError
-from broker.offsets import Commit
 
 if TYPE_CHECKING:
     from broker.broker import Broker

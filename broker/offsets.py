@@ -22,21 +22,14 @@ import threading
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
+from broker.consumer import Commit as Commit  # its home was here: still importable from here
 from broker.consumer import Record, TopicPartition
 
 log = logging.getLogger(__name__)
 
 METADATA_VERSION = "done1:"
 MAX_METADATA_CHARS = 4000  # Kafka's offset.metadata.max.bytes defaults to 4096
-
-
-class Commit(NamedTuple):
-    """What to commit for a partition: the next offset to read, and the finished offsets beyond it."""
-
-    offset: int
-    metadata: str = ""
 
 
 def encode_done(base: int, done: Iterable[int]) -> str:

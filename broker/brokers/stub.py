@@ -20,13 +20,12 @@ from collections.abc import Iterable, Iterator, Mapping, MutableSequence, Sequen
 from typing import Any, NamedTuple, overload
 
 from broker.broker import Broker
-from broker.consumer import RebalanceListener, Record, TopicPartition
+from broker.consumer import Commit, RebalanceListener, Record, TopicPartition
 from broker.dead_letters import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, dead_letter_headers
 from broker.delays import DEFAULT_DELAY_PREFIX, HEADER_TOPIC
 from broker.errors import DecodeError, QueueJoinTimeout, QueueNotFound
 from broker.message import Message
 from broker.middleware import Middleware
-from broker.offsets import Commit
 
 
 class DeadLetter(NamedTuple):

@@ -19,9 +19,8 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from broker.brokers.kafka import internals
-from broker.consumer import RebalanceListener, Record, TopicPartition
+from broker.consumer import Commit, RebalanceListener, Record, TopicPartition
 from broker.errors import BrokerUnavailable
-from broker.offsets import Commit
 
 log = logging.getLogger(__name__)
 
