@@ -259,6 +259,9 @@ def stale_race(settings: Settings, short: bool) -> Result:
         for reader in readers:
             reader.stop()
         fault_end = time.monotonic()
+        # no fault here but the race itself: the writer goes on until a write after the race is
+        # acknowledged, as recovery is measured (finish() would otherwise find none and say so)
+        wait_until(lambda: run.ledger.first_ack_after(fault_end) is not None, timeout=30)
         result = run.finish(writers, fault_end=fault_end)
         device = writers.ids[0]
         with run.engine.connect() as conn:
