@@ -263,6 +263,7 @@ class StubConsumer:
         self.waiting = False  # some assigned partitions are still held by their previous owner
         self.follows_declarations = False  # its worker subscribes to topics declared later
         self.closed = False
+        self._woken = False  # wakeup() was called: the poll under way (or the next one) returns at once
 
     def _rebalance_if_needed(self) -> None:
         b = self.broker
@@ -321,7 +322,8 @@ class StubConsumer:
                     if len(out) >= max_records:
                         break
                 remaining = deadline - time.monotonic()
-                if out or remaining <= 0 or b._generation[self.group_id] != self.generation:
+                if out or remaining <= 0 or self._woken or b._generation[self.group_id] != self.generation:
+                    self._woken = False
                     return out
                 if self.waiting:  # for a partition's previous owner to revoke it: look again soon
                     b._cond.wait(min(remaining, 0.01))
@@ -362,6 +364,13 @@ class StubConsumer:
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         self.paused.difference_update(partitions)
+
+    def wakeup(self) -> None:
+        """Make a poll blocked in another thread return now (Kafka's ``consumer.wakeup()``, without
+        its exception): the thread stopping a forwarder or worker does not wait out a poll timeout."""
+        with self.broker._cond:
+            self._woken = True
+            self.broker._cond.notify_all()
 
     def close(self) -> None:
         if not self.closed:

@@ -102,11 +102,13 @@ def test_a_zero_backoff_retry_runs_without_waiting_for_the_next_poll(env):
         if len(attempts) < 4:
             raise RuntimeError("again")
 
-    # a poll that waits 4 s for records: retries released only between polls would take 12 s
-    env.start_worker(poll_timeout_ms=4000)
+    # a poll that waits 4 s for records (1.2 s on the stub: the worker's stop() waits it out too):
+    # retries released only between polls would take three poll timeouts (12 s, 3.6 s)
+    poll_s = 4.0 if env.kind == "kafka" else 1.2
+    env.start_worker(poll_timeout_ms=int(poll_s * 1000))
     flaky.send()
     wait_for(lambda: attempts, message="the first attempt")
-    wait_for(lambda: len(attempts) >= 4, timeout=3.5, message="three retries within one poll timeout")
+    wait_for(lambda: len(attempts) >= 4, timeout=poll_s - 0.5, message="three retries within one poll timeout")
     assert len(attempts) == 4
 
 
