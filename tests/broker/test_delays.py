@@ -115,7 +115,7 @@ def test_stub_join_waits_for_the_topics_delayed_messages():
     def job(name):
         ledger.add(name)
 
-    worker = Worker(broker, worker_threads=2, commit_interval_ms=20)
+    worker = Worker(broker, worker_threads=2, commit_interval_ms=20, poll_timeout_ms=20)
     worker.start()
     try:
         job.send_with_options(args=("soon",), delay=400)

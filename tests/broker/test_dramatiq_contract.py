@@ -18,6 +18,10 @@ from broker.results import ResultFailure, Results
 from broker.results.backends import StubBackend
 from tests.helpers import wait_for
 
+# Workers here poll and commit every 20 ms (the defaults: 100 and 200 ms): a join sees the commit,
+# and stop() returns, that much sooner; nothing below is about those intervals.
+QUICK = {"poll_timeout_ms": 20, "commit_interval_ms": 20}
+
 # ---------------------------------------------------------------- StubBroker.flush / flush_all
 
 
@@ -30,7 +34,7 @@ def test_flushing_the_stub_under_a_live_worker_keeps_it_consuming(flush):
     def record(n):
         ran.append(n)
 
-    worker = Worker(broker, worker_threads=1)
+    worker = Worker(broker, worker_threads=1, **QUICK)
     worker.start()
     try:
         record.send(1)
@@ -55,7 +59,7 @@ def test_flush_drops_messages_not_yet_consumed_and_join_returns():
     for n in range(3):
         record.send(n)
     broker.flush("later")
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         broker.join("later", timeout=10_000)  # nothing left to process
@@ -73,7 +77,7 @@ def test_flush_all_forgets_dead_letters():
     def doomed():
         raise ValueError("no")
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         doomed.send()
@@ -122,7 +126,7 @@ def test_an_exception_the_actor_throws_is_logged_at_info_without_an_error_line(c
     def strict():
         raise KeyError("missing")
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         with caplog.at_level(logging.DEBUG):
@@ -143,7 +147,7 @@ def test_an_unexpected_exception_is_still_logged_as_an_error(caplog):
     def loose():
         raise ValueError("surprise")
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         with caplog.at_level(logging.INFO):
@@ -218,7 +222,7 @@ def test_a_join_timeout_is_a_queue_join_timeout_and_a_timeout_error():
     def idle():
         pass
 
-    worker = Worker(broker, topics=["unrelated"])
+    worker = Worker(broker, topics=["unrelated"], **QUICK)
     worker.start()
     try:
         broker.consume(["never-consumed-by-anyone"], "nobody-polls", listener=worker).poll(0, 1)
@@ -241,11 +245,11 @@ def test_a_delay_may_be_a_timedelta():
     def remind(text):
         ran.append((text, now_ms()))
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
-        sent = remind.send_with_options(args=("later",), delay=dt.timedelta(milliseconds=400))
-        assert 0 < sent.options["eta"] - now_ms() <= 400
+        sent = remind.send_with_options(args=("later",), delay=dt.timedelta(milliseconds=200))
+        assert 0 < sent.options["eta"] - now_ms() <= 200
         broker.join("reminders", timeout=10_000)
     finally:
         worker.stop()
@@ -277,11 +281,11 @@ def test_each_pipeline_step_waits_its_own_delay():
         ran.append((label, now_ms()))
         return label
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         pipe = pipeline(
-            [step.message("a"), step.message_with_options(args=("b",), delay=dt.timedelta(milliseconds=600))],
+            [step.message("a"), step.message_with_options(args=("b",), delay=dt.timedelta(milliseconds=300))],
             broker=broker,
         ).run()
         assert pipe.get_result(block=True, timeout=10_000) == "b"
@@ -289,7 +293,7 @@ def test_each_pipeline_step_waits_its_own_delay():
         worker.stop()
     (first, at_a), (second, at_b) = ran
     assert (first, second) == ("a", "b")
-    assert at_b - at_a >= 600
+    assert at_b - at_a >= 300
 
 
 @pytest.mark.stack
@@ -389,7 +393,7 @@ def test_the_stubs_queues_view_reads_without_taking_and_counts_what_the_group_ha
     with pytest.raises(queue.Empty):
         view.get(timeout=0.05)  # read once by the view...
     view.put(record.message_with_options(args=(2,), key="k").encode())  # ...and a record written raw
-    worker = Worker(broker, worker_threads=2)
+    worker = Worker(broker, worker_threads=2, **QUICK)
     worker.start()
     try:
         broker.join("work", timeout=10_000)
@@ -416,7 +420,7 @@ def test_the_stubs_dead_letters_by_topic_are_a_view_of_its_dead_letters():
     def fails_b():
         raise ValueError("b")
 
-    worker = Worker(broker, worker_threads=1)
+    worker = Worker(broker, worker_threads=1, **QUICK)
     worker.start()
     try:
         sent = []
@@ -485,7 +489,7 @@ def test_namespace_prefix_keys_name_topic_actor_and_id_and_results_are_found_by_
     def add(x, y):
         return x + y
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         sent = add.send(1, 2)
