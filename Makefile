@@ -96,8 +96,10 @@ browser:
 # No server: every address points at a closed port, so a test that needs one fails here
 # instead of passing because a stack happens to run.
 FAST_ENV := POSTGRES_PORT=1 REDIS_URL=redis://127.0.0.1:1/0 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1
+# Two pytest-xdist workers (most of these tests wait on worker threads, not the CPU); worksteal
+# evens out the few long tests.
 test-fast: venv
-	$(FAST_ENV) $(PY) -m pytest -m "not stack" -q $(PYTEST_ARGS)
+	$(FAST_ENV) $(PY) -m pytest -m "not stack" -q -p xdist.plugin -n 2 --dist worksteal $(PYTEST_ARGS)
 
 # The chaos suite: the real system under load, faults injected from outside, a ledger of every 202.
 # CHAOS_ARGS="--short" is CI's version; name scenarios to run only those (see tests/chaos/run.py).

@@ -105,6 +105,9 @@ class DelayForwarder:
 
     def stop(self, timeout_s: float = 30) -> None:
         self._stop.set()
+        wakeup = getattr(self.consumer, "wakeup", None)  # the stub's: the poll under way returns now
+        if wakeup is not None:
+            wakeup()
         if self._thread is not None:
             self._thread.join(timeout_s)
 

@@ -56,6 +56,34 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 GIT_STATUS_AT_START = pytest.StashKey[set[str] | None]()
+_clean_tree_deferred: list[str] = []  # on the xdist controller: the clean-tree test a worker skipped
+XDIST_DEFERS_CLEAN_TREE = "under pytest-xdist its controller checks the tree once every worker is done"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Under pytest-xdist (``make test-fast``) no test runs after all the others: a worker skips
+    the clean-tree test and the controller, which sees every report, checks in its place."""
+    if report.nodeid.endswith(CLEAN_TREE_TEST) and report.skipped and XDIST_DEFERS_CLEAN_TREE in str(report.longrepr):
+        _clean_tree_deferred.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if hasattr(config, "workerinput") or not _clean_tree_deferred:
+        return
+    from tests.helpers import git_status
+
+    before, after = config.stash[GIT_STATUS_AT_START], git_status()
+    written = sorted((after or set()) - (before or set()))
+    if written:
+        message = f"FAILED {CLEAN_TREE_TEST}: the tests left files in the working tree: {written[:10]}"
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(message)
+        else:
+            print(message)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

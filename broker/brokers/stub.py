@@ -8,22 +8,25 @@ my_actor.send(1, 2)
 broker.join(my_actor.topic)   # re-raises the exception of a dead-lettered message
 worker.join()
 worker.stop()
+
+Dramatiq's views of it (``broker.queues``, ``broker.dead_letters_by_queue``) are in
+:mod:`broker.brokers.stub_views`.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, MutableSequence, Sequence
-from typing import Any, NamedTuple, overload
+from collections.abc import Iterable, Mapping, MutableSequence, Sequence
+from typing import Any, NamedTuple
 
 from broker.broker import Broker
+from broker.brokers.stub_views import TopicQueue, _DeadLettersByTopic, _Queues
 from broker.consumer import Commit, RebalanceListener, Record, TopicPartition
 from broker.dead_letters import DEFAULT_DEAD_LETTER_TOPIC, REASON_FAILED, dead_letter_headers
 from broker.delays import DEFAULT_DELAY_PREFIX, HEADER_TOPIC
-from broker.errors import DecodeError, QueueJoinTimeout, QueueNotFound
+from broker.errors import QueueJoinTimeout, QueueNotFound
 from broker.message import Message
 from broker.middleware import Middleware
 
@@ -262,6 +265,7 @@ class StubConsumer:
         self.waiting = False  # some assigned partitions are still held by their previous owner
         self.follows_declarations = False  # its worker subscribes to topics declared later
         self.closed = False
+        self._woken = False  # wakeup() was called: the poll under way (or the next one) returns at once
 
     def _rebalance_if_needed(self) -> None:
         b = self.broker
@@ -320,7 +324,8 @@ class StubConsumer:
                     if len(out) >= max_records:
                         break
                 remaining = deadline - time.monotonic()
-                if out or remaining <= 0 or b._generation[self.group_id] != self.generation:
+                if out or remaining <= 0 or self._woken or b._generation[self.group_id] != self.generation:
+                    self._woken = False
                     return out
                 if self.waiting:  # for a partition's previous owner to revoke it: look again soon
                     b._cond.wait(min(remaining, 0.01))
@@ -362,162 +367,14 @@ class StubConsumer:
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         self.paused.difference_update(partitions)
 
+    def wakeup(self) -> None:
+        """Make a poll blocked in another thread return now (Kafka's ``consumer.wakeup()``, without
+        its exception): the thread stopping a forwarder or worker does not wait out a poll timeout."""
+        with self.broker._cond:
+            self._woken = True
+            self.broker._cond.notify_all()
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.broker._leave(self)
-
-
-class TopicQueue:
-    """One topic seen as Dramatiq's stub saw a queue, for tests that look at what was sent.
-
-    A Kafka topic is a log that groups read, not a queue that is emptied, so: :meth:`put` writes
-    a record as any producer would; :meth:`get` reads the next record (in the order written)
-    without taking it from the workers' groups; :meth:`qsize` counts the records the groups
-    consuming the topic have not fetched yet and :attr:`unfinished_tasks` those they have not
-    committed (with no group yet, every record held). ``flush`` drops both to 0.
-    """
-
-    def __init__(self, broker: StubBroker, topic: str) -> None:
-        self.broker = broker
-        self.topic = topic
-
-    def put(self, data: bytes, block: bool = True, timeout: float | None = None) -> None:
-        """Write ``data`` (a message's :meth:`~broker.message.Message.encode`, or any bytes) to the
-        topic; keyed by the message's key when the bytes are a message, as ``send`` would key it."""
-        try:
-            key = Message.decode(data).key
-        except DecodeError:
-            key = None
-        self.broker._append(self.topic, None if key is None else key.encode("utf-8"), bytes(data), [])
-
-    def get(self, block: bool = True, timeout: float | None = None) -> bytes:
-        """The value of the next record not read by this view yet, waiting up to ``timeout``
-        seconds (``queue.Queue``'s arguments). Raises ``queue.Empty``."""
-        b = self.broker
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with b._cond:
-            while True:
-                heads = []
-                for p, log in enumerate(b._topic(self.topic)):
-                    tp = TopicPartition(self.topic, p)
-                    at = max(b._read.get(tp, 0), b.first_offset(tp))
-                    if at < len(log):
-                        heads.append((log[at].timestamp_ms, p, at, tp))
-                if heads:
-                    _, p, at, tp = min(heads)
-                    b._read[tp] = at + 1
-                    return b.topics[self.topic][p][at].value
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if not block or (remaining is not None and remaining <= 0):
-                    raise queue.Empty
-                b._cond.wait(remaining)
-
-    def get_nowait(self) -> bytes:
-        return self.get(block=False)
-
-    def qsize(self) -> int:
-        return self._behind(fetched=True)
-
-    def empty(self) -> bool:
-        return self.qsize() == 0
-
-    @property
-    def unfinished_tasks(self) -> int:
-        return self._behind(fetched=False)
-
-    def _behind(self, *, fetched: bool) -> int:
-        """Records held that the most-behind group consuming the topic has not fetched (or not
-        committed); with no group, all records held."""
-        b = self.broker
-        with b._cond:
-            groups = {g: ms for g, ms in b._members.items() if any(self.topic in m.topics for m in ms)}
-            total = 0
-            for p, log in enumerate(b._topic(self.topic)):
-                tp = TopicPartition(self.topic, p)
-                start = b.first_offset(tp)
-                done = [b.committed.get(g, {}).get(tp, 0) for g in groups]
-                if fetched:
-                    done = [
-                        max([d, *(m.positions.get(tp, 0) for m in groups[g] if tp in m.assigned)])
-                        for d, g in zip(done, groups, strict=True)
-                    ]
-                total += len(log) - max(start, min(done, default=start))
-            return total
-
-
-class _Queues(Mapping[str, TopicQueue]):
-    def __init__(self, broker: StubBroker) -> None:
-        self.broker = broker
-
-    def _names(self) -> set[str]:
-        return set(self.broker.topics) | self.broker.get_declared_topics()
-
-    def __getitem__(self, topic: str) -> TopicQueue:
-        if topic not in self._names():
-            raise KeyError(topic)
-        return TopicQueue(self.broker, topic)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._names()))
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-
-class _DeadLettersByTopic(Mapping[str, "_TopicDeadLetters"]):
-    def __init__(self, broker: StubBroker) -> None:
-        self.broker = broker
-
-    def __getitem__(self, topic: str) -> _TopicDeadLetters:
-        return _TopicDeadLetters(self.broker, topic)  # any topic: empty until one is dead-lettered (a defaultdict)
-
-    def __iter__(self) -> Iterator[str]:
-        with self.broker._cond:
-            return iter(dict.fromkeys(topic for topic, _ in self.broker._dead))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-class _TopicDeadLetters(MutableSequence[Any]):
-    """The dead letters of one topic; changing it changes the broker's :attr:`StubBroker.dead_letters`."""
-
-    def __init__(self, broker: StubBroker, topic: str) -> None:
-        self.broker = broker
-        self.topic = topic
-
-    def _indexes(self) -> list[int]:
-        return [i for i, (topic, _) in enumerate(self.broker._dead) if topic == self.topic]
-
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Any]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        with self.broker._cond:
-            letters = [self.broker._dead[i][1] for i in self._indexes()]
-        return letters[index]
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        with self.broker._cond:
-            self.broker._dead[self._indexes()[index]] = (self.topic, value)
-
-    def __delitem__(self, index: int | slice) -> None:
-        with self.broker._cond:
-            chosen = self._indexes()[index]
-            for i in sorted(chosen if isinstance(chosen, list) else [chosen], reverse=True):
-                del self.broker._dead[i]
-
-    def __len__(self) -> int:
-        with self.broker._cond:
-            return len(self._indexes())
-
-    def insert(self, index: int, value: Any) -> None:
-        with self.broker._cond:
-            indexes = self._indexes()
-            at = indexes[index] if index < len(indexes) else len(self.broker._dead)
-            self.broker._dead.insert(at, (self.topic, value))
-
-    def __eq__(self, other: object) -> bool:
-        return list(self) == other

@@ -170,7 +170,8 @@ class _JwksServer:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # serve_forever looks for shutdown() every poll_interval (0.5 s by default): each test's teardown waited it
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
 
 
@@ -187,6 +188,7 @@ def jwks_server(rsa_keys):
     server = _JwksServer({"k1": _jwk(public, "k1")})
     yield server
     server.server.shutdown()
+    server.server.server_close()
 
 
 @pytest.fixture

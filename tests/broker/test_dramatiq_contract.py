@@ -19,6 +19,10 @@ from broker.results import ResultFailure, Results
 from broker.results.backends import StubBackend
 from tests.helpers import wait_for
 
+# Workers here poll and commit every 20 ms (the defaults: 100 and 200 ms): a join sees the commit,
+# and stop() returns, that much sooner; nothing below is about those intervals.
+QUICK = {"poll_timeout_ms": 20, "commit_interval_ms": 20}
+
 # ---------------------------------------------------------------- StubBroker.flush / flush_all
 
 
@@ -31,7 +35,7 @@ def test_flushing_the_stub_under_a_live_worker_keeps_it_consuming(flush):
     def record(n):
         ran.append(n)
 
-    worker = Worker(broker, worker_threads=1)
+    worker = Worker(broker, worker_threads=1, **QUICK)
     worker.start()
     try:
         record.send(1)
@@ -56,7 +60,7 @@ def test_flush_drops_messages_not_yet_consumed_and_join_returns():
     for n in range(3):
         record.send(n)
     broker.flush("later")
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         broker.join("later", timeout=10_000)  # nothing left to process
@@ -74,7 +78,7 @@ def test_flush_all_forgets_dead_letters():
     def doomed():
         raise ValueError("no")
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         doomed.send()
@@ -103,11 +107,13 @@ def test_a_zero_backoff_retry_runs_without_waiting_for_the_next_poll(env):
         if len(attempts) < 4:
             raise RuntimeError("again")
 
-    # a poll that waits 4 s for records: retries released only between polls would take 12 s
-    env.start_worker(poll_timeout_ms=4000)
+    # a poll that waits 4 s for records (1.2 s on the stub: the worker's stop() waits it out too):
+    # retries released only between polls would take three poll timeouts (12 s, 3.6 s)
+    poll_s = 4.0 if env.kind == "kafka" else 1.2
+    env.start_worker(poll_timeout_ms=int(poll_s * 1000))
     flaky.send()
     wait_for(lambda: attempts, message="the first attempt")
-    wait_for(lambda: len(attempts) >= 4, timeout=3.5, message="three retries within one poll timeout")
+    wait_for(lambda: len(attempts) >= 4, timeout=poll_s - 0.5, message="three retries within one poll timeout")
     assert len(attempts) == 4
 
 
@@ -121,7 +127,7 @@ def test_an_exception_the_actor_throws_is_logged_at_info_without_an_error_line(c
     def strict():
         raise KeyError("missing")
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         with caplog.at_level(logging.DEBUG):
@@ -142,7 +148,7 @@ def test_an_unexpected_exception_is_still_logged_as_an_error(caplog):
     def loose():
         raise ValueError("surprise")
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         with caplog.at_level(logging.INFO):
@@ -217,7 +223,7 @@ def test_a_join_timeout_is_a_queue_join_timeout_and_a_timeout_error():
     def idle():
         pass
 
-    worker = Worker(broker, topics=["unrelated"])
+    worker = Worker(broker, topics=["unrelated"], **QUICK)
     worker.start()
     try:
         broker.consume(["never-consumed-by-anyone"], "nobody-polls", listener=worker).poll(0, 1)
@@ -240,11 +246,11 @@ def test_a_delay_may_be_a_timedelta():
     def remind(text):
         ran.append((text, now_ms()))
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
-        sent = remind.send_with_options(args=("later",), delay=dt.timedelta(milliseconds=400))
-        assert 0 < sent.options["eta"] - now_ms() <= 400
+        sent = remind.send_with_options(args=("later",), delay=dt.timedelta(milliseconds=200))
+        assert 0 < sent.options["eta"] - now_ms() <= 200
         broker.join("reminders", timeout=10_000)
     finally:
         worker.stop()
@@ -276,11 +282,11 @@ def test_each_pipeline_step_waits_its_own_delay():
         ran.append((label, now_ms()))
         return label
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         pipe = pipeline(
-            [step.message("a"), step.message_with_options(args=("b",), delay=dt.timedelta(milliseconds=600))],
+            [step.message("a"), step.message_with_options(args=("b",), delay=dt.timedelta(milliseconds=300))],
             broker=broker,
         ).run()
         assert pipe.get_result(block=True, timeout=10_000) == "b"
@@ -288,7 +294,7 @@ def test_each_pipeline_step_waits_its_own_delay():
         worker.stop()
     (first, at_a), (second, at_b) = ran
     assert (first, second) == ("a", "b")
-    assert at_b - at_a >= 600
+    assert at_b - at_a >= 300
 
 
 @pytest.mark.stack
@@ -388,7 +394,7 @@ def test_the_stubs_queues_view_reads_without_taking_and_counts_what_the_group_ha
     with pytest.raises(queue.Empty):
         view.get(timeout=0.05)  # read once by the view...
     view.put(record.message_with_options(args=(2,), key="k").encode())  # ...and a record written raw
-    worker = Worker(broker, worker_threads=2)
+    worker = Worker(broker, worker_threads=2, **QUICK)
     worker.start()
     try:
         broker.join("work", timeout=10_000)
@@ -415,7 +421,7 @@ def test_the_stubs_dead_letters_by_topic_are_a_view_of_its_dead_letters():
     def fails_b():
         raise ValueError("b")
 
-    worker = Worker(broker, worker_threads=1)
+    worker = Worker(broker, worker_threads=1, **QUICK)
     worker.start()
     try:
         sent = []
@@ -484,7 +490,7 @@ def test_namespace_prefix_keys_name_topic_actor_and_id_and_results_are_found_by_
     def add(x, y):
         return x + y
 
-    worker = Worker(broker)
+    worker = Worker(broker, **QUICK)
     worker.start()
     try:
         sent = add.send(1, 2)

@@ -94,7 +94,8 @@ def test_rate_limit_exceeded_in_an_actor_is_tried_later_and_never_dead_lettered(
         if len(calls) < 3:
             raise RateLimitExceeded("busy")
 
-    env.start_worker()
+    # "not now" is waited out like a dependency's outage; on the stub from 100 ms (default 500 ms)
+    env.start_worker(**({"dependency_min_backoff_ms": 100} if env.kind == "stub" else {}))
     limited.send()
     wait_for(lambda: len(calls) == 3, timeout=30, message=f"{len(calls)} calls")
     wait_for(lambda: sum(env.committed().values()) == 1, message="committed after it ran")

@@ -144,8 +144,8 @@ def test_a_message_in_backoff_does_not_stall_other_keys(env):
     finished: dict[str, float] = {}
     slow_attempts: list[float] = []
 
-    # long enough for the other keys to run meanwhile: 1 s in memory, 5 s on real Kafka
-    backoff_s = 1.0 if env.kind == "stub" else 5.0
+    # long enough for the other keys to run meanwhile: 0.5 s in memory, 5 s on real Kafka
+    backoff_s = 0.5 if env.kind == "stub" else 5.0
 
     @actor(broker=env.broker, topic=env.topic, max_retries=1, min_backoff=int(backoff_s * 1000))
     def work(key):
