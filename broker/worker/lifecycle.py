@@ -147,6 +147,9 @@ class Worker:
             self.shutdown_timeout = timeout_ms / 1000
         self.broker.emit_before("worker_shutdown", self)
         self._shared.stop_requested.set()
+        wakeup = getattr(self.consumer, "wakeup", None)  # the stub's: the poll under way returns now
+        if wakeup is not None:
+            wakeup()
         if self.forwarder is not None:
             self.forwarder.stop()
         for thread in self._threads:
