@@ -17,7 +17,9 @@ not it runs.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,18 +62,20 @@ KAFKA_OUTSIDERS: dict[str, str] = {
 OUTSIDE_THE_HOUSE = ("tests/", "bench/", "scripts/")
 
 
+@functools.cache
 def _python_files() -> list[str]:
-    """Every Python file of the project (by extension), as a path from the root."""
+    """Every Python file of the project (by extension), as a path from the root; the walk never
+    enters .venv, .stack, caches or node_modules (they hold most of the files below the root)."""
     files = []
-    for path in ROOT.rglob("*.py"):
-        relative = path.relative_to(ROOT)
-        if any(part.startswith(".") or part in ("__pycache__", "node_modules") for part in relative.parts[:-1]):
-            continue  # .venv, .stack, caches
-        files.append(relative.as_posix())
+    for folder, subfolders, names in os.walk(ROOT):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in ("__pycache__", "node_modules")]
+        relative = Path(folder).relative_to(ROOT)
+        files.extend((relative / name).as_posix() for name in names if name.endswith(".py"))
     return sorted(files)
 
 
-def _imports(path: str) -> set[str]:
+@functools.cache
+def _imports(path: str) -> frozenset[str]:
     """The absolute module names ``path`` imports (``from a.b import c``: ``a.b`` and ``a.b.c``)."""
     tree = ast.parse((ROOT / path).read_text(encoding="utf-8"), filename=path)
     names: set[str] = set()
@@ -81,7 +85,7 @@ def _imports(path: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
+    return frozenset(names)
 
 
 def _offending(path: str, packages: tuple[str, ...]) -> list[str]:
