@@ -66,7 +66,7 @@ OUTSIDE_THE_HOUSE = ("tests/", "bench/", "scripts/")
 def _python_files() -> list[str]:
     """Every Python file of the project (by extension), as a path from the root; the walk never
     enters .venv, .stack, caches or node_modules (they hold most of the files below the root)."""
-    files = []
+    files: list[str] = []
     for folder, subfolders, names in os.walk(ROOT):
         subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in ("__pycache__", "node_modules")]
         relative = Path(folder).relative_to(ROOT)

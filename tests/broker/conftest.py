@@ -29,7 +29,7 @@ class BrokerEnv:
     def start_worker(self, **options) -> Worker:
         options.setdefault("worker_threads", 4)
         options.setdefault("commit_interval_ms", 50)
-        if self.kind == "stub":  # an idle poll wakes for new records, not for a commit or stop() due: short
+        if self.kind == "stub":  # an idle poll wakes for new records (and stop()), not for a commit due: short
             options.setdefault("poll_timeout_ms", 20)
         # on Kafka the delay topics exist only for tests that ask for them (the delay_env fixture)
         options.setdefault("forward_delays", self.kind == "stub" or self.has_delay_topics)

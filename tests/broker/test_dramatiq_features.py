@@ -48,7 +48,7 @@ def stub():
 
 def run(stub_broker: StubBroker, topic: str = "default", **worker_options) -> Worker:
     """A started worker that polls and commits every 20 ms unless told (the defaults: 100 and
-    200 ms), so a join sees the commit, and stop() returns, that much sooner."""
+    200 ms), so a join sees the commit that much sooner."""
     worker_options.setdefault("poll_timeout_ms", 20)
     worker_options.setdefault("commit_interval_ms", 20)
     worker = Worker(stub_broker, **worker_options)

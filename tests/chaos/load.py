@@ -31,6 +31,7 @@ class Post:
     request_id: str | None
     sent: float
     done: float
+    writer: str = ""  # the Devices that posted it: seq counts per writer
 
 
 @dataclass
@@ -102,7 +103,7 @@ class Devices:
                 if conn is not None:
                     conn.close()
                 conn = None
-            self.ledger.add(Post(device, seq, status, request_id, sent, time.monotonic()))
+            self.ledger.add(Post(device, seq, status, request_id, sent, time.monotonic(), self.writer))
 
 
 class Loop:

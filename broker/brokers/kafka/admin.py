@@ -128,9 +128,10 @@ def _offset_bounds(admin: KafkaAdminClient, topics: list[str]) -> tuple[list[Kaf
 def _position(consumer: KafkaConsumer, tp: KafkaTopicPartition) -> int:
     """The consumer's fetch position on an assigned ``tp``. kafka-python answers None when it could
     not learn it (an offset reset that did not finish); the comparisons made with it would fail on
-    None all the same, so this says so where it happens."""
+    None all the same, so this says so where it happens, as this module's own error."""
     position = consumer.position(tp)
-    assert position is not None, f"kafka-python did not learn the position of {tp}"
+    if position is None:
+        raise BrokerUnavailable(f"kafka-python did not learn the position of {tp}")
     return position
 
 
