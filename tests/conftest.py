@@ -60,6 +60,19 @@ _clean_tree_deferred: list[str] = []  # on the xdist controller: the clean-tree 
 XDIST_DEFERS_CLEAN_TREE = "under pytest-xdist its controller checks the tree once every worker is done"
 
 
+def files_written_since_start(config: pytest.Config) -> list[str] | None:
+    """The paths ``git status`` shows now and did not when the session began (None outside a git
+    checkout): what the tests wrote into the working tree."""
+    from tests.helpers import git_status
+
+    before = config.stash[GIT_STATUS_AT_START]
+    if before is None:
+        return None
+    after = git_status()
+    assert after is not None, "git status failed at the end of the session"
+    return sorted(after - before)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Under pytest-xdist (``make test-fast``) no test runs after all the others: a worker skips
     the clean-tree test and the controller, which sees every report, checks in its place."""
@@ -71,10 +84,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workerinput") or not _clean_tree_deferred:
         return
-    from tests.helpers import git_status
-
-    before, after = config.stash[GIT_STATUS_AT_START], git_status()
-    written = sorted((after or set()) - (before or set()))
+    written = files_written_since_start(config)
     if written:
         message = f"FAILED {CLEAN_TREE_TEST}: the tests left files in the working tree: {written[:10]}"
         reporter = config.pluginmanager.get_plugin("terminalreporter")

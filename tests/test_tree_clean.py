@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import GIT_STATUS_AT_START, XDIST_DEFERS_CLEAN_TREE
-from tests.helpers import git_status
+from tests.conftest import XDIST_DEFERS_CLEAN_TREE, files_written_since_start
 
 
 def test_the_suite_leaves_the_working_tree_clean(request: pytest.FixtureRequest) -> None:
     if hasattr(request.config, "workerinput"):  # a pytest-xdist worker: the others may still be running
         pytest.skip(XDIST_DEFERS_CLEAN_TREE)
-    before = request.config.stash[GIT_STATUS_AT_START]
-    if before is None:
+    written = files_written_since_start(request.config)
+    if written is None:
         pytest.skip("not a git checkout")
-    after = git_status()
-    assert after is not None
-    written = sorted(after - before)
     assert not written, f"the tests left files in the working tree: {written[:10]}"
