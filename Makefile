@@ -83,8 +83,11 @@ traces: $(JAEGER)
 	@echo "traces: in another terminal: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 make run"
 	exec $(JAEGER) --config stack/jaeger.yaml
 
+# Hypothesis's and schemathesis's plugins, for the one test that needs them (tests/api/test_fuzz.py,
+# a stack test); loading them costs each pytest process about a second, so the fast tier does not.
+FUZZ_PLUGINS := -p _hypothesis_pytestplugin -p schemathesis.pytest.plugin
 test: up $(COMPOSE) $(JAEGER) browser
-	DOCKER_COMPOSE=$(CURDIR)/$(COMPOSE) JAEGER_BIN=$(CURDIR)/$(JAEGER) $(PY) -m pytest $(PYTEST_ARGS)
+	DOCKER_COMPOSE=$(CURDIR)/$(COMPOSE) JAEGER_BIN=$(CURDIR)/$(JAEGER) $(PY) -m pytest $(FUZZ_PLUGINS) $(PYTEST_ARGS)
 
 # The console's browser test drives Debian's Chromium through its ChromeDriver (Selenium).
 browser:
@@ -94,12 +97,14 @@ browser:
 	  || { $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }; }
 
 # No server: every address points at a closed port, so a test that needs one fails here
-# instead of passing because a stack happens to run.
-FAST_ENV := POSTGRES_PORT=1 REDIS_URL=redis://127.0.0.1:1/0 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1
-# Two pytest-xdist workers (most of these tests wait on worker threads, not the CPU); worksteal
-# evens out the few long tests.
+# instead of passing because a stack happens to run. Bytecode is cached (into the ignored
+# __pycache__ folders) even where the environment sets PYTHONDONTWRITEBYTECODE: without it each
+# pytest worker compiles the project and its tests again, 3 of its 5.5 s of start.
+FAST_ENV := POSTGRES_PORT=1 REDIS_URL=redis://127.0.0.1:1/0 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1 PYTHONDONTWRITEBYTECODE=
+# Four pytest-xdist workers on two cores: most of these tests wait on worker threads and delays,
+# not the CPU (docs/performance.md, "The fast tier"); worksteal evens out the few long tests.
 test-fast: venv
-	$(FAST_ENV) $(PY) -m pytest -m "not stack" -q -p xdist.plugin -n 2 --dist worksteal $(PYTEST_ARGS)
+	$(FAST_ENV) $(PY) -m pytest -m "not stack" -q -p xdist.plugin -n 4 --dist worksteal $(PYTEST_ARGS)
 
 # The chaos suite: the real system under load, faults injected from outside, a ledger of every 202.
 # CHAOS_ARGS="--short" is CI's version; name scenarios to run only those (see tests/chaos/run.py).

@@ -14,14 +14,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-import redis
-from kafka import KafkaAdminClient
-from sqlalchemy import Engine
 
-from core.db import make_engine
 from core.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # the clients are imported by the fixtures that make them: every pytest process,
+    # pytest-xdist's controller included, loads this file, and most tests need none of them
+    import redis
+    from kafka import KafkaAdminClient
+    from sqlalchemy import Engine
 
 TEST_DEFAULTS = {
     "APP_ENV": "test",
@@ -82,7 +85,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    if hasattr(config, "workerinput") or not _clean_tree_deferred:
+    if hasattr(config, "workerinput"):
+        _exit_without_teardown(int(session.exitstatus))
+        return
+    if not _clean_tree_deferred:
         return
     written = files_written_since_start(config)
     if written:
@@ -96,6 +102,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _exit_without_teardown(status: int) -> None:
+    """A pytest-xdist worker has sent every report by the time its interpreter exits, and the
+    controller waits for that exit: the interpreter's teardown (freeing every module and object the
+    tests built) took about a second. So the worker's last atexit hook is an ``os._exit`` with the
+    session's status; the hooks registered before it (logging's flush among them) do not run."""
+    import atexit
+    import sys
+
+    def leave() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+    atexit.register(leave)
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     """Settings for the local stack; the environment may point tests elsewhere."""
@@ -106,6 +128,8 @@ def settings() -> Settings:
 def kafka_admin(settings: Settings) -> Iterator[KafkaAdminClient]:
     """A fresh admin client per test: tests/api/test_outages.py restarts Kafka, and a client that
     saw it go is refused for a while (NodeNotReadyError) by the tests that come after."""
+    from kafka import KafkaAdminClient
+
     from broker.brokers.kafka import client_options
 
     admin = KafkaAdminClient(**client_options(**settings.kafka_options), request_timeout_ms=10000)
@@ -143,6 +167,8 @@ def group_id(unique: str) -> str:
 
 @pytest.fixture(scope="session")
 def db_engine(settings: Settings) -> Iterator[Engine]:
+    from core.db import make_engine
+
     engine = make_engine(settings, pool_size=5)
     yield engine
     engine.dispose()
@@ -150,6 +176,8 @@ def db_engine(settings: Settings) -> Iterator[Engine]:
 
 @pytest.fixture(scope="session")
 def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    import redis
+
     client = redis.Redis.from_url(settings.redis_url)
     yield client
     client.close()

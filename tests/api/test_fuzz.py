@@ -5,18 +5,26 @@ response must be one the document describes (status, content type, body schema, 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, settings
-
-from app import create_app
-from broker import KafkaBroker
-from core.settings import load_settings
-from tests.conftest import TEST_DEFAULTS
 
 pytestmark = pytest.mark.stack
+
+if "schemathesis.pytest.plugin" not in sys.modules:  # imported by `-p`, or this file cannot run
+    pytest.skip(
+        "needs schemathesis's pytest plugin: make test loads it (-p schemathesis.pytest.plugin)",
+        allow_module_level=True,
+    )
+
+import schemathesis  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from app import create_app  # noqa: E402
+from broker import KafkaBroker  # noqa: E402
+from core.settings import load_settings  # noqa: E402
+from tests.conftest import TEST_DEFAULTS  # noqa: E402
 
 EXAMPLES = 200  # per operation and token: ~1,400 cases in all, undeclared methods included (~11 s)
 FORGED_KEY = "not-the-secret-of-this-deployment!!"

@@ -80,7 +80,7 @@ def test_a_delayed_message_runs_once_due_and_not_before(delay_env):
         ledger.add(name)
 
     delay_env.start_worker()
-    delay_ms = 2500 if delay_env.kind == "kafka" else 600  # the stub delivers without a network round trip
+    delay_ms = 2500 if delay_env.kind == "kafka" else 400  # the stub delivers without a network round trip
     message = ping.send_with_options(args=("late",), delay=delay_ms)
     assert message.options["eta"] >= now_ms() + delay_ms * 4 // 5
     ping.send("now")
@@ -97,7 +97,7 @@ def test_a_delayed_message_holds_neither_its_partition_nor_its_key(delay_env):
         ledger.add(name)
 
     delay_env.start_worker()
-    delay_ms, margin_ms = (1500, 1000) if delay_env.kind == "kafka" else (800, 500)
+    delay_ms, margin_ms = (1500, 1000) if delay_env.kind == "kafka" else (600, 400)
     step.send_with_options(args=("delayed",), key="device-1", delay=delay_ms)
     for n in range(5):
         step.send_with_options(args=(f"after-{n}",), key="device-1")
@@ -157,7 +157,7 @@ def test_a_message_that_arrives_before_its_eta_waits_without_holding_its_key(del
         ledger.add(name)
 
     delay_env.start_worker()
-    eta = now_ms() + (1500 if delay_env.kind == "kafka" else 600)
+    eta = now_ms() + (1500 if delay_env.kind == "kafka" else 400)
     early = Message(actor_name="step", topic=delay_env.topic, args=("early",), key="k", options={"eta": eta})
     delay_env.produce_raw(early.encode(), key=b"k")  # written straight to the topic, as a foreign producer might
     step.send_with_options(args=("next",), key="k")
@@ -189,7 +189,7 @@ def test_an_unordered_actor_retries_as_a_delayed_message_and_its_key_moves_on(de
     ledger = Ledger()
     failures: list[int] = []
 
-    backoff_ms = 800 if delay_env.kind == "kafka" else 400
+    backoff_ms = 800 if delay_env.kind == "kafka" else 250
 
     @actor(broker=delay_env.broker, topic=delay_env.topic, ordered=False, max_retries=2, min_backoff=backoff_ms)
     def flaky(name):
@@ -280,7 +280,7 @@ def test_a_batch_capable_actor_never_runs_an_early_message_in_a_batch(delay_env)
             ledger.add(call.args[0])
 
     delay_env.start_worker()
-    eta = now_ms() + (1200 if delay_env.kind == "kafka" else 500)
+    eta = now_ms() + (1200 if delay_env.kind == "kafka" else 300)
     early = Message(actor_name="store", topic=delay_env.topic, args=("early",), key="e", options={"eta": eta})
     delay_env.produce_raw(early.encode(), key=b"e")
     store.send_many((f"now-{n}",) for n in range(5))

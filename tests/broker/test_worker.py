@@ -201,7 +201,7 @@ def test_busy_partitions_are_paused_and_resumed_without_losing_messages(env):
 def test_a_member_joining_while_partitions_are_paused_loses_nothing(env):
     """Partitions paused for backpressure and kept across a rebalance must start fetching again."""
     seen = []
-    work_s = 0.005 if env.kind == "stub" else 0.02  # keeps work in flight while the second member joins
+    work_s = 0.002 if env.kind == "stub" else 0.02  # keeps work in flight while the second member joins
 
     @actor(broker=env.broker, topic=env.topic)
     def slow(n):
