@@ -16,13 +16,15 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, message: str = "") -> T:
+def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float | None = None, message: str = "") -> T:
     """Return the first truthy value of ``condition()``, or fail the test after ``timeout`` seconds.
 
-    Checks come quickly at first (5 ms, doubling up to ``interval``): most conditions hold within
+    Checks come every ``interval`` seconds when one is given (a costly check: a page load, a
+    subprocess); otherwise quickly at first, 5 ms doubling up to 50 ms: most conditions hold within
     milliseconds on the stub, and a fixed 50 ms step cost each such wait 25 ms on average."""
     deadline = time.monotonic() + timeout
-    pause = min(0.005, interval)
+    pause = interval if interval is not None else 0.005
+    longest = interval if interval is not None else 0.05
     while True:
         value = condition()
         if value:
@@ -30,7 +32,7 @@ def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float 
         if time.monotonic() >= deadline:
             raise AssertionError(f"condition not met within {timeout}s: {message or condition}")
         time.sleep(pause)
-        pause = min(pause * 2, interval)
+        pause = min(pause * 2, longest)
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -97,7 +97,7 @@ def test_a_delayed_message_holds_neither_its_partition_nor_its_key(delay_env):
         ledger.add(name)
 
     delay_env.start_worker()
-    delay_ms, margin_ms = (1500, 1000) if delay_env.kind == "kafka" else (600, 400)
+    delay_ms, margin_ms = (1500, 1000) if delay_env.kind == "kafka" else (700, 400)
     step.send_with_options(args=("delayed",), key="device-1", delay=delay_ms)
     for n in range(5):
         step.send_with_options(args=(f"after-{n}",), key="device-1")
@@ -280,7 +280,7 @@ def test_a_batch_capable_actor_never_runs_an_early_message_in_a_batch(delay_env)
             ledger.add(call.args[0])
 
     delay_env.start_worker()
-    eta = now_ms() + (1200 if delay_env.kind == "kafka" else 300)
+    eta = now_ms() + (1200 if delay_env.kind == "kafka" else 500)
     early = Message(actor_name="store", topic=delay_env.topic, args=("early",), key="e", options={"eta": eta})
     delay_env.produce_raw(early.encode(), key=b"e")
     store.send_many((f"now-{n}",) for n in range(5))
