@@ -6,9 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from core.cloudwatch import lag_metric_data
 from tests.helpers import ROOT
@@ -16,6 +14,9 @@ from tests.helpers import ROOT
 
 @pytest.fixture
 def cloudwatch(monkeypatch):
+    import boto3  # boto3 and moto are imported by the two tests that use them, not at collection
+    from moto import mock_aws
+
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
                         ("AWS_DEFAULT_REGION", "eu-west-1")):  # fmt: skip
         monkeypatch.setenv(name, value)

@@ -11,13 +11,15 @@ from sqlalchemy import text
 
 from app import create_app
 from broker import KafkaBroker
-from core import migrate, runtime
+from core import runtime
 from core.cache import cache_key, fence_key
 from core.wiring import build_clients
 
 
 @pytest.fixture(scope="session")
 def migrated(settings) -> None:
+    from core import migrate  # Alembic: for stack tests only, not at every worker's collection
+
     migrate.upgrade(settings.database_url)
 
 
