@@ -53,6 +53,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker: the controller checks the tree
+        return
     from tests.helpers import git_status
 
     session.config.stash[GIT_STATUS_AT_START] = git_status()
